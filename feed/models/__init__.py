@@ -1,0 +1,1 @@
+"""Recommenders sharing one small contract: fit, recommend, similar_items, save, load."""

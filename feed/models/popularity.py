@@ -1,0 +1,52 @@
+"""The most-popular baseline: every user gets the items most users interacted with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from feed.errors import ArtifactError
+from feed.models.base import as_batch, top_n
+
+
+class PopularityRecommender:
+    """Ranks items by the number of distinct users who interacted with them."""
+
+    def __init__(self) -> None:
+        self.item_counts = np.zeros(0, dtype=np.float32)  # (n_items,)
+
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> Self:
+        """Count distinct users per item."""
+        self.item_counts = np.asarray((user_items > 0).sum(axis=0), dtype=np.float32).ravel()
+        return self
+
+    def recommend(
+        self,
+        user_rows: np.ndarray | int,
+        user_items: sp.csr_matrix,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The N most popular items each user has not interacted with yet."""
+        rows, single = as_batch(user_rows)
+        scores = np.broadcast_to(self.item_counts, (len(rows), len(self.item_counts)))
+        ids, best = top_n(scores, N, user_items if filter_already_liked_items else None)
+        return (ids[0], best[0]) if single else (ids, best)
+
+    def save(self, path: Path) -> None:
+        """Write the counts to an .npz file."""
+        np.savez(path, item_counts=self.item_counts)
+
+    @classmethod
+    def load(cls, path: Path) -> PopularityRecommender:
+        """Read a model written by `save`."""
+        model = cls()
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                model.item_counts = data["item_counts"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"cannot read popularity model: {exc}", path=str(path)) from exc
+        return model

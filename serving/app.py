@@ -1,0 +1,39 @@
+"""The FastAPI app factory; heavy things (the bundle, its indexes) load in the lifespan, not at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from feed import __version__
+from feed.errors import FeedError
+from serving.model_source import load_model
+from serving.routes import router
+from serving.settings import ServingSettings
+
+log = logging.getLogger("serving")
+
+
+def create_app(settings: ServingSettings) -> FastAPI:
+    """A new app serving the model that `settings` names."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            app.state.model = load_model(settings)
+        except FeedError as exc:
+            log.error("cannot start: %s", exc)
+            raise
+        log.info("serving %s (%s)", app.state.model.version, app.state.model.source)
+        yield
+        app.state.model = None
+
+    app = FastAPI(title="Self-retail feed", version=__version__, lifespan=lifespan,
+                  description="Personalized feeds of creator videos linked to products.")
+    app.state.settings = settings
+    app.state.model = None
+    app.include_router(router)
+    return app

@@ -1,0 +1,100 @@
+"""The serving package's `feed serve` command."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from feed.paths import resolve_tracking_uri
+from serving.settings import DEFAULT_MODEL_URI
+
+
+@click.command()
+@click.option("--model", "model_uri", help=f"Registered model to serve [default: {DEFAULT_MODEL_URI}].")
+@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Serve a bundle folder instead of a registered model.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./.mlflow/mlflow.db).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--sample/--no-sample", default=True, show_default=True,
+              help="Once up, print sample feeds for two users and the useful URLs.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, host: str, port: int,
+          sample: bool, log_level: str) -> None:
+    """Serve personalized feeds over HTTP (FastAPI + uvicorn) until interrupted."""
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+
+    if model_uri and bundle:
+        raise click.UsageError("give --model or --bundle, not both")
+    settings = ServingSettings(bundle=bundle, model_uri=model_uri, tracking_uri=tracking_uri)
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    if sample:
+        threading.Thread(target=_print_when_up, args=(server, app, settings), daemon=True).start()
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+def _print_when_up(server: object, app: object, settings: object) -> None:
+    """Wait for the server to start, then fetch and print sample feeds through the real HTTP API."""
+    deadline = time.monotonic() + 600
+    while not getattr(server, "started", False):
+        if time.monotonic() > deadline or getattr(server, "should_exit", False):
+            return
+        time.sleep(0.1)
+    base = _base_url(server)
+    model = app.state.model
+    users = list(model.service.bundle.manifest.get("sample_user_ids", []))[:2]
+    for user in users:
+        _print_feed(base, user)
+    click.echo(f"\nAPI docs:     {base}/docs")
+    click.echo(f"Feed:         {base}/v1/users/{users[0] if users else 'USER_ID'}/feed?limit=20")
+    click.echo(f"Serving:      {model.source} (version {model.version})")
+    if settings.bundle is None:
+        uri = resolve_tracking_uri(settings.tracking_uri)
+        click.echo(f"MLflow store: {uri}\n              browse it: mlflow ui --backend-store-uri {uri}")
+    click.echo("Press Ctrl+C to stop.")
+
+
+def _base_url(server: object) -> str:
+    """http://host:port of the running server (the real port when 0 was asked)."""
+    config = server.config
+    port = config.port
+    for srv in getattr(server, "servers", []):
+        for sock in srv.sockets:
+            port = sock.getsockname()[1]
+    return f"http://{config.host}:{port}"
+
+
+def _print_feed(base: str, user: str) -> None:
+    """GET one user's feed and print it as a table."""
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    body = httpx.get(f"{base}/v1/users/{user}/feed", params={"limit": 8}, timeout=30).json()
+    table = Table(title=f"GET /v1/users/{user}/feed?limit=8  (model {body['model_version']})")
+    for column in ("#", "video", "creator", "product", "price", "commission", "reason"):
+        table.add_column(column)
+    for rank, item in enumerate(body["items"], 1):
+        product = item["product"] or {}
+        table.add_row(str(rank), item["video_id"], item["creator_id"] or "—", product.get("product_id", "—"),
+                      _money(product.get("price")), _pct(product.get("commission_rate")), item["reason"])
+    Console().print(table)
+
+
+def _money(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"

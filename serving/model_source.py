@@ -1,0 +1,79 @@
+"""Resolve what to serve: a bundle folder, or a registered model version fetched from MLflow."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from feed.bundle import Bundle, load_bundle
+from feed.errors import ArtifactError
+from feed.paths import resolve_tracking_uri
+from feed.service import FeedService
+from serving.settings import ServingSettings
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready feed service and where it came from."""
+
+    service: FeedService
+    version: str
+    source: str
+
+
+def load_model(settings: ServingSettings) -> LoadedModel:
+    """Load and check the configured bundle; errors name the file or the registry entry."""
+    if settings.bundle is not None:
+        bundle = load_bundle(settings.bundle)
+        return _loaded(bundle, bundle.bundle_id, str(settings.bundle), settings)
+    folder, version = fetch_registered(settings.source, settings.tracking_uri, settings.cache_dir)
+    return _loaded(load_bundle(folder), version, settings.source, settings)
+
+
+def _loaded(bundle: Bundle, version: str, source: str, settings: ServingSettings) -> LoadedModel:
+    """Wrap a bundle into a service."""
+    return LoadedModel(FeedService(bundle, settings.feed_config(), version), version, source)
+
+
+def parse_model_uri(uri: str) -> tuple[str, str]:
+    """('name', 'alias') from 'models:/name@alias'."""
+    body = uri.removeprefix("models:/")
+    name, sep, alias = body.partition("@")
+    if not uri.startswith("models:/") or not sep or not name or not alias:
+        raise ArtifactError(f"expected a model URI like models:/NAME@ALIAS, got {uri!r}")
+    return name, alias
+
+
+def fetch_registered(uri: str, tracking_uri: str | None, cache_dir: Path) -> tuple[Path, str]:
+    """Download the version an alias points at into the cache (once); returns (folder, 'name/version')."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, alias = parse_model_uri(uri)
+    store = resolve_tracking_uri(tracking_uri)
+    try:
+        version = mlflow.MlflowClient(store).get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ArtifactError(f"cannot resolve {uri} in the MLflow store {store}: {exc.message}") from exc
+    target = Path(cache_dir) / name / f"v{version.version}"
+    if not (target / "manifest.json").is_file():
+        _download(version.source, target, store)
+    return target, f"{name}/{version.version}"
+
+
+def _download(source: str, target: Path, store: str) -> None:
+    """Copy a version's artifacts into `target` atomically (a temp folder renamed into place)."""
+    import mlflow
+
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=store)
+    except Exception as exc:  # MLflow raises several types for missing or unreachable artifacts
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ArtifactError(f"cannot download the model artifacts: {exc}", path=source) from exc
+    shutil.rmtree(target, ignore_errors=True)
+    Path(local).rename(target)  # MLflow nests the folder under its own name inside dst_path
+    shutil.rmtree(tmp, ignore_errors=True)

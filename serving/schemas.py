@@ -1,0 +1,66 @@
+"""Response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from feed.service import Feed, FeedItem
+
+
+class ProductOut(BaseModel):
+    """The product a video sells."""
+
+    product_id: str
+    price: float | None = Field(description="Price in the merchant's currency; null when unknown.")
+    commission_rate: float | None = Field(description="Share of the price paid to the creator; null when unknown.")
+
+
+class FeedItemOut(BaseModel):
+    """One ranked video."""
+
+    video_id: str
+    creator_id: str | None
+    product: ProductOut | None
+    score: float
+    reason: str = Field(description="Why this video is here, e.g. 'from a creator you like'.")
+    source: str = Field(description="Candidate source that contributed most: video, creator, product, popular.")
+
+
+class FeedOut(BaseModel):
+    """A ranked page of a user's feed."""
+
+    request_id: str = Field(description="Echo it back as `request_id` on events about these items.")
+    user_id: str
+    model_version: str
+    cold_start: bool = Field(description="True when the model does not know the user (popularity feed).")
+    items: list[FeedItemOut]
+
+    @classmethod
+    def from_feed(cls, feed: Feed) -> FeedOut:
+        """Response body from the core library's Feed."""
+        return cls(request_id=feed.request_id, user_id=feed.user_id, model_version=feed.model_version,
+                   cold_start=feed.cold_start, items=[_item(i) for i in feed.items])
+
+
+def _item(item: FeedItem) -> FeedItemOut:
+    """Response item from a core FeedItem."""
+    product = None if item.product is None else ProductOut(**vars(item.product))
+    return FeedItemOut(video_id=item.video_id, creator_id=item.creator_id, product=product,
+                       score=item.score, reason=item.reason, source=item.source)
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: str
+
+
+class Ready(BaseModel):
+    """Readiness, with what is being served."""
+
+    status: str
+    model_version: str
+    bundle_id: str
+    source: str
+    n_users: int
+    n_videos: int

@@ -1,0 +1,64 @@
+"""The HTTP API built by create_app(settings) around a real bundle (in-process ASGI client)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from feed.bundle import load_bundle
+from feed.errors import ArtifactError
+from serving.app import create_app
+from serving.settings import ServingSettings
+
+
+@pytest.fixture(scope="module")
+def client(small_bundle_dir):
+    with TestClient(create_app(ServingSettings(bundle=small_bundle_dir))) as client:
+        yield client
+
+
+def test_health_and_readiness_report_the_version(client, small_bundle_dir):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["model_version"] == load_bundle(small_bundle_dir).bundle_id
+
+
+def test_feed_shape_and_header(client, small_bundle_dir):
+    user = load_bundle(small_bundle_dir).manifest["sample_user_ids"][0]
+    response = client.get(f"/v1/users/{user}/feed", params={"limit": 15})
+    body = response.json()
+    assert response.status_code == 200 and response.headers["X-Model-Version"] == body["model_version"]
+    assert len(body["items"]) == 15 and not body["cold_start"] and body["request_id"]
+    item = body["items"][0]
+    assert set(item) == {"video_id", "creator_id", "product", "score", "reason", "source"}
+    assert len({i["video_id"] for i in body["items"]}) == 15
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_user_gets_a_popularity_feed(client):
+    body = client.get("/v1/users/never-seen-user/feed").json()
+    assert body["cold_start"] and len(body["items"]) == 20
+    assert {i["source"] for i in body["items"]} == {"popular"}
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "ten"])
+def test_limit_is_validated(client, limit):
+    response = client.get("/v1/users/u1/feed", params={"limit": limit})
+    assert response.status_code == 422 and "limit" in response.text
+
+
+def test_openapi_docs_are_served(client):
+    assert client.get("/docs").status_code == 200
+    assert "/v1/users/{user_id}/feed" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_corrupted_bundle_refuses_to_start(small_bundle_dir, tmp_path):
+    broken = tmp_path / "bundle"
+    shutil.copytree(small_bundle_dir, broken)
+    (broken / "factors_video.npz").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="factors_video.npz"):
+        with TestClient(create_app(ServingSettings(bundle=broken))):
+            pass

@@ -1,0 +1,45 @@
+"""A real training run on a small world, tracked in MLflow on SQLite in a temp dir."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from feed.bundle import load_bundle
+from training.config import load_config
+from training.pipeline import run_training
+
+
+@pytest.fixture(scope="module")
+def tracked_run(small_world_dir, tmp_path_factory):
+    store = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    config = load_config(overrides={"als": {"factors": 16, "iterations": 8},
+                                    "mlflow": {"tracking_uri": uri}}, environ={})
+    out = tmp_path_factory.mktemp("out") / "bundle"
+    return run_training(small_world_dir, config, out, quiet=True), uri
+
+
+def test_run_logs_params_metrics_and_bundle(tracked_run):
+    result, uri = tracked_run
+    run = mlflow.MlflowClient(uri).get_run(result.run_id)
+    assert run.data.params["als.factors"] == "16"
+    assert run.data.metrics["video.als.recall_at_20"] == pytest.approx(result.metrics["video.als.recall@20"])
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(result.run_id, "bundle")}
+    assert "bundle/manifest.json" in artifacts and "bundle/index_video.faiss" in artifacts
+
+
+def test_registers_a_version_and_points_champion_at_it(tracked_run):
+    result, uri = tracked_run
+    client = mlflow.MlflowClient(uri)
+    version = client.get_model_version_by_alias("selfretail-feed", "champion")
+    assert version.version == result.model_version
+    assert version.tags["bundle_id"] == load_bundle(result.bundle_dir).bundle_id
+
+
+def test_als_beats_popularity_on_held_out_days(tracked_run):
+    metrics = tracked_run[0].metrics
+    assert metrics["video.als.n_test_users"] > 50
+    assert metrics["video.als.recall@20"] >= 2 * metrics["video.popularity.recall@20"]
+    assert metrics["video.als.ndcg@20"] > metrics["video.popularity.ndcg@20"]

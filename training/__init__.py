@@ -1,0 +1,1 @@
+"""Offline pipelines: configuration, training runs, evaluation and MLflow tracking."""

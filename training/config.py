@@ -1,0 +1,188 @@
+"""Typed, layered training configuration: defaults < YAML file < FEED_TRAIN__* environment < CLI flags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from feed.dataset import RELATIONS
+from feed.errors import ConfigError
+from feed.schema import EVENT_TYPES
+
+ENV_PREFIX = "FEED_TRAIN__"
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ALSConfig(Strict):
+    """implicit ALS hyperparameters, shared by the video, creator and product relations."""
+
+    factors: int = Field(64, ge=2, le=1024)
+    regularization: float = Field(0.05, ge=0.0)
+    alpha: float = Field(2.0, gt=0.0)
+    iterations: int = Field(15, ge=1, le=500)
+
+
+class IndexConfig(Strict):
+    """FAISS index per relation, as a factory string plus search-time parameters."""
+
+    factory: str = "Flat"
+    search_params: str = ""
+
+
+class SplitConfig(Strict):
+    """One time cut-off for every event type."""
+
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class EvalConfig(Strict):
+    """Full-ranking evaluation on the held-out period."""
+
+    ks: tuple[int, ...] = (10, 20, 50)
+    min_weight: float = Field(1.0, gt=0.0)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_sorted(cls, ks: tuple[int, ...]) -> tuple[int, ...]:
+        if not ks or min(ks) < 1:
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return tuple(sorted(set(ks)))
+
+
+class MlflowConfig(Strict):
+    """Where runs are tracked and under which name the model is registered."""
+
+    tracking_uri: str | None = None
+    experiment: str = "selfretail-feed"
+    registered_model: str = "selfretail-feed"
+    alias: str = "champion"
+    register_model: bool = True
+
+
+DEFAULT_WEIGHTS = {"impression": 0.0, "view": 1.0, "like": 2.0, "share": 4.0, "cart": 3.0,
+                   "purchase": 8.0, "refund": -8.0}
+
+
+class TrainConfig(Strict):
+    """Everything a training run needs besides the data."""
+
+    seed: int = 0
+    threads: int = Field(0, ge=0)
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    full_watch_ratio: float = Field(0.9, gt=0.0, le=1.0)
+    relations: tuple[str, ...] = RELATIONS
+    refit_full: bool = True
+    als: ALSConfig = ALSConfig()
+    index: IndexConfig = IndexConfig()
+    split: SplitConfig = SplitConfig()
+    eval: EvalConfig = EvalConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("weights")
+    @classmethod
+    def _known_events(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; expected some of {list(EVENT_TYPES)}")
+        return {**{e: 0.0 for e in EVENT_TYPES}, **weights}
+
+    @field_validator("relations")
+    @classmethod
+    def _known_relations(cls, relations: tuple[str, ...]) -> tuple[str, ...]:
+        if "video" not in relations or set(relations) - set(RELATIONS):
+            raise ValueError(f"relations must include 'video' and be among {list(RELATIONS)}")
+        return relations
+
+    @model_validator(mode="after")
+    def _refund_cancels(self) -> TrainConfig:
+        if self.weights["purchase"] <= 0 or self.weights["refund"] > 0:
+            raise ValueError("weights.purchase must be > 0 and weights.refund ≤ 0 (a refund cancels a purchase)")
+        return self
+
+    def digest(self) -> str:
+        """Stable short hash of the resolved config."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> TrainConfig:
+    """Resolve defaults < YAML < environment < overrides into a validated TrainConfig."""
+    layers = [_read_yaml(path) if path else {}, env_layer(os.environ if environ is None else environ),
+              dict(overrides or {})]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from a file, errors naming it."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested overrides from variables such as FEED_TRAIN__ALS__FACTORS=32 (values parsed as YAML)."""
+    layer: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX):
+            keys = name[len(ENV_PREFIX):].lower().split("__")
+            layer = deep_merge(layer, nest(keys, yaml.safe_load(raw)))
+    return layer
+
+
+def dotted(pairs: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested overrides from dotted keys, e.g. {'als.factors': 32}."""
+    layer: dict[str, Any] = {}
+    for key, value in pairs.items():
+        layer = deep_merge(layer, nest(key.split("."), value))
+    return layer
+
+
+def nest(keys: list[str], value: Any) -> dict[str, Any]:
+    """{'a': {'b': value}} from ['a', 'b']."""
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of base with top's keys laid over it, recursively for mappings."""
+    merged = dict(base)
+    for key, value in top.items():
+        both = isinstance(merged.get(key), dict) and isinstance(value, Mapping)
+        merged[key] = deep_merge(merged[key], value) if both else value
+    return merged
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    """One line per invalid key, naming where the config came from."""
+    where = f"{path}: " if path else ""
+    lines = [f"{where}{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+    return "invalid training config:\n  " + "\n  ".join(lines)

@@ -1,0 +1,180 @@
+"""The training run as plain typed steps: load → split → evaluate → refit → bundle → MLflow."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from feed.bundle import Bundle, RelationModel, write_bundle
+from feed.dataset import Catalog, Interactions, build_catalog, build_interactions, holdout_positives, time_split, window
+from feed.index import VectorIndex
+from feed.io import load_dataset
+from feed.metrics import evaluate
+from feed.models.als import ALSRecommender
+from feed.models.popularity import PopularityRecommender
+from training import tracking
+from training.config import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    bundle_dir: Path
+    metrics: dict[str, float]
+    tracking_uri: str | None = None
+    run_id: str | None = None
+    model_version: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Steps:
+    """Prints each step with its duration to stderr (the progress bars of ALS come from implicit)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.console = Console(stderr=True, quiet=quiet)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time one step and report it."""
+        self.console.print(f"[bold]▶ {name}[/]")
+        start = perf_counter()
+        yield
+        self.timings[name] = perf_counter() - start
+        self.console.print(f"  done in {self.timings[name]:.1f}s")
+
+
+def run_training(
+    data_dir: Path, config: TrainConfig, out_dir: Path, track: bool = True, quiet: bool = False
+) -> TrainResult:
+    """Train every relation, evaluate against popularity, write the bundle and track it in MLflow."""
+    steps = Steps(quiet)
+    with steps.step(f"loading {data_dir}"):
+        dataset = load_dataset(Path(data_dir))
+        catalog = build_catalog(dataset)
+    with steps.step("evaluating ALS and popularity on the held-out period"):
+        metrics, cutoff = evaluate_holdout(dataset.events, catalog, config, not quiet)
+    with steps.step("fitting the served models" + (" on all events" if config.refit_full else "")):
+        events = dataset.events if config.refit_full else dataset.events[dataset.events["ts"] < cutoff]
+        bundle = fit_bundle(events, catalog, config, not quiet)
+    with steps.step(f"writing bundle to {out_dir}"):
+        write_bundle(bundle, Path(out_dir), bundle_manifest(config, events, cutoff, metrics, bundle))
+    result = TrainResult(Path(out_dir), metrics, timings=steps.timings)
+    if track:
+        with steps.step("logging to MLflow"):
+            track_run(result, bundle, config)
+    _print_metrics(steps.console, metrics)
+    return result
+
+
+def evaluate_holdout(
+    events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool
+) -> tuple[dict[str, float], pd.Timestamp]:
+    """Fit on events before the cut-off and score ALS and popularity on what came after."""
+    split = time_split(events, config.split.test_fraction)
+    train = build_interactions(split.train, catalog, config.weights, config.full_watch_ratio)
+    metrics: dict[str, float] = {}
+    for relation in _relations(train, config):
+        test = holdout_positives(split.test, train, relation, config.weights, config.eval.min_weight)
+        for name, model in (("als", _als(config)), ("popularity", PopularityRecommender())):
+            model.fit(train.matrices[relation], show_progress=progress)
+            scores = evaluate(model, train.matrices[relation], test, config.eval.ks)
+            metrics.update({f"{relation}.{name}.{k}": v for k, v in scores.items()})
+    return metrics, split.cutoff
+
+
+def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool) -> Bundle:
+    """Fit ALS for every relation on `events` and index the item vectors."""
+    data = build_interactions(events, catalog, config.weights, config.full_watch_ratio)
+    relations = {r: _fit_relation(data, r, config, progress) for r in _relations(data, config)}
+    popularity = PopularityRecommender().fit(data.matrices["video"]).item_counts
+    return Bundle(data.users, catalog, popularity, relations, data.seen)
+
+
+def _fit_relation(data: Interactions, relation: str, config: TrainConfig, progress: bool) -> RelationModel:
+    """One relation's ALS factors and their FAISS index."""
+    model = _als(config).fit(data.matrices[relation], show_progress=progress)
+    index = VectorIndex.build(model.item_factors, config.index.factory, config.index.search_params)
+    return RelationModel(model.user_factors, model.item_factors, index)
+
+
+def _als(config: TrainConfig) -> ALSRecommender:
+    """An unfitted ALS model from the config."""
+    return ALSRecommender(**config.als.model_dump(), random_state=config.seed, num_threads=config.threads)
+
+
+def _relations(data: Interactions, config: TrainConfig) -> list[str]:
+    """Configured relations that the data supports (creator/product need a catalog with interactions)."""
+    return [r for r in config.relations if r in data.matrices and data.matrices[r].nnz > 0]
+
+
+def bundle_manifest(
+    config: TrainConfig, events: pd.DataFrame, cutoff: pd.Timestamp, metrics: dict[str, float], bundle: Bundle
+) -> dict[str, Any]:
+    """Provenance recorded in manifest.json: config, digest, data window, metrics, versions, sample users."""
+    return {
+        "created_at": datetime.now(UTC).isoformat(),
+        "config": config.model_dump(mode="json"),
+        "config_digest": config.digest(),
+        "data_window": {**window(events), "eval_cutoff": cutoff.isoformat(), "n_events": len(events)},
+        "metrics": metrics,
+        "library_versions": library_versions(),
+        "sample_user_ids": sample_users(bundle, 2),
+    }
+
+
+def sample_users(bundle: Bundle, n: int) -> list[str]:
+    """The n most active users (shown by `feed serve` as example feeds)."""
+    activity = np.asarray((bundle.seen > 0).sum(axis=1)).ravel()
+    return [str(u) for u in bundle.users.ids[np.argsort(-activity, kind="stable")[:n]]]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a bundle depends on."""
+    names = ["selfretail-feed", "implicit", "faiss-cpu", "numpy", "scipy", "pandas", "pyarrow", "mlflow"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def track_run(result: TrainResult, bundle: Bundle, config: TrainConfig) -> None:
+    """Log the run, register the bundle and point the alias at it (fills result's MLflow fields)."""
+    uri = tracking.resolve_tracking_uri(config.mlflow.tracking_uri)
+    tags = {"bundle_id": bundle.bundle_id, "config_digest": config.digest()}
+    run_id, source = tracking.log_training_run(uri, config.mlflow.experiment, config.model_dump(mode="json"),
+                                               result.metrics, result.bundle_dir, tags)
+    result.tracking_uri, result.run_id = uri, run_id
+    if config.mlflow.register_model:
+        result.model_version = tracking.register_version(
+            uri, config.mlflow.registered_model, source, run_id, config.mlflow.alias, tags)
+
+
+def _print_metrics(console: Console, metrics: dict[str, float]) -> None:
+    """ALS next to popularity per relation and metric."""
+    from rich.table import Table
+
+    table = Table(title="held-out evaluation (full ranking, training items masked)")
+    for column in ("relation", "metric", "ALS", "popularity", "ALS / popularity"):
+        table.add_column(column)
+    for key in sorted(k for k in metrics if ".als." in k and "n_test_users" not in k):
+        relation, _, metric = key.split(".", 2)
+        als, pop = metrics[key], metrics[f"{relation}.popularity.{metric}"]
+        ratio = f"{als / pop:.2f}×" if pop > 0 else "—"
+        table.add_row(relation, metric, f"{als:.4f}", f"{pop:.4f}", ratio)
+    console.print(table)

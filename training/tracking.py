@@ -1,0 +1,94 @@
+"""MLflow tracking and the model registry: one run per training, a registered version, an alias."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from feed.errors import FeedError
+from feed.paths import resolve_tracking_uri
+
+__all__ = ["resolve_tracking_uri", "log_training_run", "register_version"]
+
+
+def artifact_root(uri: str) -> str | None:
+    """For a SQLite store, keep artifacts in a folder beside the database file; else the server decides."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return (db.parent / "artifacts").resolve().as_uri()
+
+
+def mlflow_name(metric: str) -> str:
+    """MLflow metric names cannot hold '@': 'video.als.recall@20' -> 'video.als.recall_at_20'."""
+    return metric.replace("@", "_at_")
+
+
+def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config as dotted MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flat_params(value, f"{name}.") if isinstance(value, dict) else {name: str(value)})
+    return out
+
+
+def log_training_run(
+    uri: str,
+    experiment: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    bundle_dir: Path,
+    tags: dict[str, str],
+) -> tuple[str, str]:
+    """Log one run with params, metrics and the bundle as artifacts; returns (run_id, bundle artifact URI)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment, artifact_root(uri))
+    run = client.create_run(experiment_id, tags=tags)
+    run_id = run.info.run_id
+    try:
+        _log_values(client, run_id, params, metrics)
+        client.log_artifacts(run_id, str(bundle_dir), "bundle")
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id, f"{run.info.artifact_uri}/bundle"
+
+
+def _experiment_id(client: Any, name: str, location: str | None) -> str:
+    """Id of the named experiment, created on first use."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _log_values(client: Any, run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Params and metrics in one batch call."""
+    from mlflow.entities import Metric, Param
+
+    ts = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(mlflow_name(k), float(v), ts, 0) for k, v in metrics.items()],
+        params=[Param(k, v[:6000]) for k, v in flat_params(params).items()],
+    )
+
+
+def register_version(uri: str, name: str, source: str, run_id: str, alias: str, tags: dict[str, str]) -> str:
+    """Register the bundle as a new version of `name` and point `alias` at it; returns the version."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name, description="Self-retail feed bundle (ALS + FAISS indexes).")
+    version = client.create_model_version(name, source=source, run_id=run_id, tags=tags)
+    if version.status not in ("READY", None):
+        raise FeedError(f"model version {name}/{version.version} is {version.status}, not READY")
+    client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
