@@ -12,7 +12,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
-SMALL_WORLD = dict(users=400, creators=40, products=120, videos=300, days=14, seed=7)
+SMALL_WORLD = dict(users=1000, creators=60, products=200, videos=500, days=21, seed=4)
 
 
 @pytest.fixture(scope="session")
