@@ -33,9 +33,9 @@ def run(args: list[str], cwd: Path) -> str:
 def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    run(["generate", "--out", "world", "--users", "800", "--creators", "60", "--products", "200",
-         "--videos", "500", "--days", "14", "--seed", "3"], work)
-    run(["train", "--data", "world", "--out", "bundle", "--tracking-uri", uri, "--set", "als.factors=32"], work)
+    run(["generate", "--out", "world", "--users", "1500", "--creators", "80", "--products", "300",
+         "--videos", "600", "--days", "21", "--seed", "4"], work)
+    run(["train", "--data", "world", "--out", "bundle", "--tracking-uri", uri], work)
     port = free_port()
     log = (work / "serve.log").open("w")
     server = subprocess.Popen(FEED + ["serve", "--tracking-uri", uri, "--port", str(port)], cwd=work,

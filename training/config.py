@@ -28,7 +28,7 @@ class Strict(BaseModel):
 class ALSConfig(Strict):
     """implicit ALS hyperparameters, shared by the video, creator and product relations."""
 
-    factors: int = Field(64, ge=2, le=1024)
+    factors: int = Field(32, ge=2, le=1024)
     regularization: float = Field(0.05, ge=0.0)
     alpha: float = Field(2.0, gt=0.0)
     iterations: int = Field(15, ge=1, le=500)
