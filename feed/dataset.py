@@ -21,6 +21,7 @@ class IdMap:
     def __init__(self, ids: np.ndarray | list[str]) -> None:
         self.ids = np.asarray(ids, dtype=object)  # (n,)
         self._index = pd.Index(self.ids)
+        self._rows: dict[str, int] | None = None  # built on the first single-id lookup
         if not self._index.is_unique:
             raise DataError("ids must be unique")
 
@@ -35,8 +36,10 @@ class IdMap:
         return self._index.get_indexer(pd.Index(np.asarray(ids, dtype=object))).astype(np.int64)
 
     def row(self, id_: str) -> int:
-        """Row number of one id, -1 where unknown."""
-        return int(self.rows([id_])[0])
+        """Row number of one id, -1 where unknown (a dict lookup: this is on the request path)."""
+        if self._rows is None:
+            self._rows = {id_: i for i, id_ in enumerate(self.ids.tolist())}
+        return self._rows.get(id_, -1)
 
     def __len__(self) -> int:
         return len(self.ids)

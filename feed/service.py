@@ -81,9 +81,12 @@ class Grouped:
 
     def top(self, owners: np.ndarray, per_owner: int) -> np.ndarray:
         """Up to `per_owner` videos of each owner, owners in the given order (-1 owners skipped)."""
-        parts = [self.videos[self.indptr[o]:min(self.indptr[o] + per_owner, self.indptr[o + 1])]
-                 for o in owners if o >= 0]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        owners = owners[owners >= 0]
+        starts = self.indptr[owners]  # (n_owners,)
+        counts = np.minimum(self.indptr[owners + 1] - starts, per_owner)
+        ends = np.cumsum(counts)
+        offsets = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
+        return self.videos[np.repeat(starts, counts) + offsets]
 
 
 class FeedService:
@@ -97,7 +100,8 @@ class FeedService:
         self._by_creator = Grouped(cat.video_creator, len(cat.creators), bundle.popularity)
         self._by_product = Grouped(cat.video_product, len(cat.products), bundle.popularity)
         self._popular = np.argsort(-bundle.popularity, kind="stable")  # (n_videos,)
-        self._hidden = self._out_of_stock() if self.config.hide_out_of_stock else np.zeros(len(cat.videos), bool)
+        hidden = self._out_of_stock() if self.config.hide_out_of_stock else np.zeros(len(cat.videos), bool)
+        self._hidden = np.flatnonzero(hidden)  # (n_hidden,) video rows never shown
 
     def _out_of_stock(self) -> np.ndarray:
         """(n_videos,) True where the video's product is out of stock."""
@@ -117,9 +121,10 @@ class FeedService:
 
     def _blocked(self, row: int, exclude: tuple[str, ...]) -> np.ndarray:
         """Video rows never to show this user: seen to the end, bought, excluded, out of stock."""
-        seen = self.bundle.seen[row].indices if row >= 0 else np.zeros(0, dtype=np.int32)
+        seen_ptr = self.bundle.seen.indptr
+        seen = self.bundle.seen.indices[seen_ptr[row]:seen_ptr[row + 1]] if row >= 0 else seen_ptr[:0]
         excluded = self.bundle.catalog.videos.rows(list(exclude)) if exclude else np.zeros(0, dtype=np.int64)
-        return np.union1d(np.union1d(seen, excluded[excluded >= 0]), np.flatnonzero(self._hidden))
+        return np.concatenate([seen, excluded[excluded >= 0], self._hidden])
 
     def _candidates(self, row: int, extra: int) -> dict[str, np.ndarray]:
         """Ranked video rows from each source."""
@@ -174,16 +179,9 @@ def fuse(
     keep = ~np.isin(videos, blocked)
     videos, source, contrib = videos[keep], source[keep], contrib[keep]
     unique, inverse = np.unique(videos, return_inverse=True)
-    total = np.bincount(inverse, weights=contrib, minlength=len(unique))
-    best_source = _argmax_per_group(inverse, contrib, source, len(unique))
+    cells = np.bincount(inverse * len(names) + source, weights=contrib, minlength=len(unique) * len(names))
+    per_source = cells.reshape(len(unique), len(names))  # (n_unique_videos, n_sources)
+    total = per_source.sum(axis=1)
     order = np.lexsort((unique, -total))[:limit]
-    return unique[order], total[order], [names[s] for s in best_source[order]]
-
-
-def _argmax_per_group(groups: np.ndarray, values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """For each group, the label of its largest value."""
-    order = np.lexsort((-values, groups))
-    first = np.zeros(n, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, groups[order][1:] != groups[order][:-1]])
-    first[groups[order][starts]] = labels[order][starts]
-    return first
+    best = per_source[order].argmax(axis=1)
+    return unique[order], total[order], [names[s] for s in best]
