@@ -10,20 +10,20 @@ from fastapi import FastAPI
 
 from feed import __version__
 from feed.errors import FeedError
-from serving.model_source import load_model
+from serving.model_source import LoadedModel, load_model
 from serving.routes import router
 from serving.settings import ServingSettings
 
 log = logging.getLogger("serving")
 
 
-def create_app(settings: ServingSettings) -> FastAPI:
-    """A new app serving the model that `settings` names."""
+def create_app(settings: ServingSettings, model: LoadedModel | None = None) -> FastAPI:
+    """A new app serving the model that `settings` names (or `model`, when the caller already loaded it)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            app.state.model = load_model(settings)
+            app.state.model = model or load_model(settings)
         except FeedError as exc:
             log.error("cannot start: %s", exc)
             raise

@@ -30,12 +30,14 @@ def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, 
     import uvicorn
 
     from serving.app import create_app
+    from serving.model_source import load_model
     from serving.settings import ServingSettings
 
     if model_uri and bundle:
         raise click.UsageError("give --model or --bundle, not both")
     settings = ServingSettings(bundle=bundle, model_uri=model_uri, tracking_uri=tracking_uri)
-    app = create_app(settings)
+    model = load_model(settings)  # fail before binding the port, with an error that names the file
+    app = create_app(settings, model)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     if sample:
         threading.Thread(target=_print_when_up, args=(server, app, settings), daemon=True).start()

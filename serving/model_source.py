@@ -55,7 +55,8 @@ def fetch_registered(uri: str, tracking_uri: str | None, cache_dir: Path) -> tup
     try:
         version = mlflow.MlflowClient(store).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        raise ArtifactError(f"cannot resolve {uri} in the MLflow store {store}: {exc.message}") from exc
+        raise ArtifactError(f"cannot resolve {uri} in the MLflow store {store}: {exc.message}. Train and register "
+                            "a model with `feed train --data DIR`, or serve a folder with --bundle DIR") from exc
     target = Path(cache_dir) / name / f"v{version.version}"
     if not (target / "manifest.json").is_file():
         _download(version.source, target, store)

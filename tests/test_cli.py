@@ -34,3 +34,19 @@ def test_project_errors_exit_1_with_the_file_named(tmp_path):
 def test_bad_config_flag_is_a_clear_error(tmp_path):
     out = feed("train", "--data", str(tmp_path), "--set", "als.factors=-3", "--no-track")
     assert out.returncode == 1 and "als.factors" in out.stderr
+
+
+def test_serve_refuses_a_corrupted_bundle_before_binding(small_bundle_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "bundle"
+    shutil.copytree(small_bundle_dir, broken)
+    with (broken / "seen.npz").open("ab") as handle:
+        handle.write(b"x")
+    out = feed("serve", "--bundle", str(broken), "--port", "1")
+    assert out.returncode == 1 and "seen.npz: sha256 mismatch" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_explains_a_missing_registered_model(tmp_path):
+    out = feed("serve", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}", "--port", "1")
+    assert out.returncode == 1 and "models:/selfretail-feed@champion" in out.stderr and "feed train" in out.stderr
