@@ -113,18 +113,19 @@ class FeedService:
     def feed(self, user_id: str, limit: int = 20, exclude: tuple[str, ...] = ()) -> Feed:
         """The user's ranked feed; an unknown user gets the popularity feed."""
         row = self.bundle.users.row(user_id)
-        blocked = self._blocked(row, exclude)
+        blocked = self._blocked(user_id, row, exclude)
         ranked = self._candidates(row, limit + len(blocked))
         videos, scores, sources = fuse(ranked, self.config, blocked, limit)
         items = [self._item(v, s, src) for v, s, src in zip(videos, scores, sources, strict=True)]
         return Feed(uuid.uuid4().hex, user_id, items, self.model_version, cold_start=row < 0)
 
-    def _blocked(self, row: int, exclude: tuple[str, ...]) -> np.ndarray:
-        """Video rows never to show this user: seen to the end, bought, excluded, out of stock."""
+    def _blocked(self, user_id: str, row: int, exclude: tuple[str, ...]) -> np.ndarray:
+        """Video rows never to show this user: seen to the end, bought, their own, excluded, out of stock."""
         seen_ptr = self.bundle.seen.indptr
         seen = self.bundle.seen.indices[seen_ptr[row]:seen_ptr[row + 1]] if row >= 0 else seen_ptr[:0]
+        own = self._by_creator.top(np.array([self.bundle.catalog.creators.row(user_id)]), len(self._popular))
         excluded = self.bundle.catalog.videos.rows(list(exclude)) if exclude else np.zeros(0, dtype=np.int64)
-        return np.concatenate([seen, excluded[excluded >= 0], self._hidden])
+        return np.concatenate([seen, own, excluded[excluded >= 0], self._hidden])
 
     def _candidates(self, row: int, extra: int) -> dict[str, np.ndarray]:
         """Ranked video rows from each source."""

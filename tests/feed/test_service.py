@@ -17,12 +17,14 @@ def service(small_bundle_dir):
 
 
 def blocked_ids(service: FeedService, user_id: str) -> set[str]:
-    """Videos the user watched to the end or bought, and out-of-stock ones."""
+    """Videos the user watched to the end, bought or made, and out-of-stock ones."""
     bundle, row = service.bundle, service.bundle.users.row(user_id)
     seen = set(bundle.catalog.videos.ids[bundle.seen[row].indices]) if row >= 0 else set()
     cat = bundle.catalog
     out = (cat.video_product >= 0) & ~cat.product_in_stock[np.maximum(cat.video_product, 0)]
-    return seen | set(cat.videos.ids[out])
+    creator = cat.creators.row(user_id)
+    own = (cat.video_creator == creator) & (creator >= 0)
+    return seen | set(cat.videos.ids[out | own])
 
 
 def known_users(small_bundle_dir) -> list[str]:
@@ -32,7 +34,8 @@ def known_users(small_bundle_dir) -> list[str]:
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), limit=st.integers(1, 100))
 def test_feed_invariants(service, data, limit):
-    user = data.draw(st.one_of(st.sampled_from(list(service.bundle.users.ids[:80])), st.text(min_size=1)))
+    creators = list(service.bundle.catalog.creators.ids[:20])
+    user = data.draw(st.one_of(st.sampled_from(list(service.bundle.users.ids[:80]) + creators), st.text(min_size=1)))
     feed = service.feed(user, limit)
     ids = [i.video_id for i in feed.items]
     assert len(ids) == len(set(ids)) == min(limit, len(service.bundle.catalog.videos) - len(blocked_ids(service, user)))
@@ -48,6 +51,14 @@ def test_heavy_user_never_sees_what_they_finished(service):
     assert service.bundle.seen[row].nnz > 0
     feed = service.feed(user, 100)
     assert not {i.video_id for i in feed.items} & blocked_ids(service, user)
+
+
+def test_creators_never_see_their_own_videos(service):
+    cat = service.bundle.catalog
+    creator = str(cat.creators.ids[np.bincount(cat.video_creator[cat.video_creator >= 0]).argmax()])
+    own = set(cat.videos.ids[cat.video_creator == cat.creators.row(creator)])
+    assert len(own) > 5
+    assert not own & {i.video_id for i in service.feed(creator, 100).items}
 
 
 def test_exclude_removes_ids(service):
