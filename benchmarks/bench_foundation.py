@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -21,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from timing import median_seconds  # benchmarks/timing.py (scripts run from this folder)  # noqa: E402
 from feed.bundle import load_bundle  # noqa: E402
 from feed.dataset import build_catalog, build_interactions, holdout_positives, time_split  # noqa: E402
 from feed.io import load_dataset  # noqa: E402
@@ -31,16 +30,6 @@ from feed.service import FeedService  # noqa: E402
 from feed.world import Truth, WorldParams, generate_world, save_world  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.pipeline import evaluate_holdout, run_training  # noqa: E402
-
-
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of `repeat` calls."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_als(matrix, config, repeat: int) -> tuple[float, float]:

@@ -7,15 +7,14 @@ Compares our validated read with the plain library read of the same file (pyarro
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from timing import median_seconds  # benchmarks/timing.py (scripts run from this folder)
 from feed.io import read_table, write_table
 
 EVENTS = ("impression", "view", "like", "share", "cart", "purchase", "refund")
@@ -42,16 +41,6 @@ def synthetic_events(n: int, seed: int = 0) -> pd.DataFrame:
     })
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of fn over `repeat` runs."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     """Write the files, time the reads, print the table."""
     args = _parse()
@@ -60,7 +49,7 @@ def main() -> None:
         cases = _files(frame, Path(tmp))
         print(f"{'file':<34} {'read_table s':>12} {'plain read s':>12} {'ratio':>6}")
         for label, (path, plain) in cases.items():
-            ours = median_seconds(lambda: read_table(path, "events"), args.repeat)
+            ours = median_seconds(lambda path=path: read_table(path, "events"), args.repeat)
             base = median_seconds(plain, args.repeat)
             print(f"{label:<34} {ours:>12.2f} {base:>12.2f} {ours / base:>6.1f}")
 

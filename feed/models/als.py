@@ -10,10 +10,10 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from feed.errors import ArtifactError
-from feed.models.base import as_batch, top_n
+from feed.models.base import ScoringRecommender, as_batch, top_n
 
 
-class ALSRecommender:
+class ALSRecommender(ScoringRecommender):
     """ALS with confidence 1 + alpha·weight; factors kept as plain float32 arrays."""
 
     def __init__(
@@ -43,18 +43,9 @@ class ALSRecommender:
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         return self
 
-    def recommend(
-        self,
-        user_rows: np.ndarray | int,
-        user_items: sp.csr_matrix,
-        N: int = 10,
-        filter_already_liked_items: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-N items by inner product; `user_items` has one row per requested user."""
-        rows, single = as_batch(user_rows)
-        scores = self.user_factors[rows] @ self.item_factors.T  # (n, n_items)
-        ids, best = top_n(scores, N, user_items if filter_already_liked_items else None)
-        return (ids[0], best[0]) if single else (ids, best)
+    def score(self, user_rows: np.ndarray) -> np.ndarray:
+        """(n, n_items) inner products of the users' and all items' factors."""
+        return self.user_factors[user_rows] @ self.item_factors.T
 
     def similar_items(self, item_rows: np.ndarray | int, N: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Nearest items by cosine similarity, the item itself included first."""

@@ -31,6 +31,26 @@ class Recommender(Protocol):
         ...
 
 
+class ScoringRecommender:
+    """Shared `recommend` for models that can score every item for a batch of users."""
+
+    def score(self, user_rows: np.ndarray) -> np.ndarray:
+        """(n, n_items) scores for a batch of user rows."""
+        raise NotImplementedError
+
+    def recommend(
+        self,
+        user_rows: np.ndarray | int,
+        user_items: sp.csr_matrix,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-N items by score; `user_items` has one row per requested user (its items are skipped)."""
+        rows, single = as_batch(user_rows)
+        ids, best = top_n(self.score(rows), N, user_items if filter_already_liked_items else None)
+        return (ids[0], best[0]) if single else (ids, best)
+
+
 def top_n(scores: np.ndarray, n: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best-n columns per row of (n_rows, n_items) scores, excluding nonzeros of `exclude` (same shape).
 

@@ -9,10 +9,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from feed.errors import ArtifactError
-from feed.models.base import as_batch, top_n
+from feed.models.base import ScoringRecommender
 
 
-class PopularityRecommender:
+class PopularityRecommender(ScoringRecommender):
     """Ranks items by the number of distinct users who interacted with them."""
 
     def __init__(self) -> None:
@@ -23,18 +23,9 @@ class PopularityRecommender:
         self.item_counts = np.asarray((user_items > 0).sum(axis=0), dtype=np.float32).ravel()
         return self
 
-    def recommend(
-        self,
-        user_rows: np.ndarray | int,
-        user_items: sp.csr_matrix,
-        N: int = 10,
-        filter_already_liked_items: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The N most popular items each user has not interacted with yet."""
-        rows, single = as_batch(user_rows)
-        scores = np.broadcast_to(self.item_counts, (len(rows), len(self.item_counts)))
-        ids, best = top_n(scores, N, user_items if filter_already_liked_items else None)
-        return (ids[0], best[0]) if single else (ids, best)
+    def score(self, user_rows: np.ndarray) -> np.ndarray:
+        """(n, n_items): every user gets the same popularity scores."""
+        return np.broadcast_to(self.item_counts, (len(user_rows), len(self.item_counts)))
 
     def save(self, path: Path) -> None:
         """Write the counts to an .npz file."""
