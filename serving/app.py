@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +13,7 @@ from fastapi import FastAPI
 from feed import __version__
 from feed.errors import FeedError
 from serving.model_source import LoadedModel, load_model
+from serving.reloader import ModelHolder
 from serving.routes import router
 from serving.settings import ServingSettings
 
@@ -23,17 +26,23 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            app.state.model = model or load_model(settings)
+            holder = ModelHolder(settings, model or await asyncio.to_thread(load_model, settings))
         except FeedError as exc:
             log.error("cannot start: %s", exc)
             raise
-        log.info("serving %s (%s)", app.state.model.version, app.state.model.source)
+        app.state.holder = holder
+        log.info("serving %s (%s)", holder.current.version, holder.current.source)
+        poller = asyncio.create_task(holder.poll(settings.reload_interval_s)) if settings.reload_interval_s else None
         yield
-        app.state.model = None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        app.state.holder = None
 
     app = FastAPI(title="Self-retail feed", version=__version__, lifespan=lifespan,
                   description="Personalized feeds of creator videos linked to products.")
     app.state.settings = settings
-    app.state.model = None
+    app.state.holder = None
     app.include_router(router)
     return app

@@ -22,10 +22,12 @@ from serving.settings import DEFAULT_MODEL_URI
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--sample/--no-sample", default=True, show_default=True,
               help="Once up, print sample feeds for two users and the useful URLs.")
+@click.option("--reload-interval", type=click.FloatRange(0), default=None,
+              help="Seconds between checks for a new champion (0 = never) [default: 30, or $FEED_SERVE_RELOAD_INTERVAL_S].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, host: str, port: int,
-          sample: bool, log_level: str) -> None:
+          sample: bool, reload_interval: float | None, log_level: str) -> None:
     """Serve personalized feeds over HTTP (FastAPI + uvicorn) until interrupted."""
     import uvicorn
 
@@ -35,7 +37,9 @@ def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, 
 
     if model_uri and bundle:
         raise click.UsageError("give --model or --bundle, not both")
-    settings = ServingSettings(bundle=bundle, model_uri=model_uri, tracking_uri=tracking_uri)
+    given = {"bundle": bundle, "model_uri": model_uri, "tracking_uri": tracking_uri,
+             "reload_interval_s": reload_interval}
+    settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
     model = load_model(settings)  # fail before binding the port, with an error that names the file
     app = create_app(settings, model)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
@@ -54,7 +58,7 @@ def _print_when_up(server: object, app: object, settings: object) -> None:
             return
         time.sleep(0.1)
     base = _base_url(server)
-    model = app.state.model
+    model = app.state.holder.current
     users = list(model.service.bundle.manifest.get("sample_user_ids", []))[:2]
     for user in users:
         _print_feed(base, user)

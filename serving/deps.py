@@ -1,21 +1,28 @@
-"""Dependencies injected into routes (the loaded model lives on app.state, set by the lifespan)."""
+"""Dependencies injected into routes (the model holder lives on app.state, set by the lifespan)."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request
 
 from serving.model_source import LoadedModel
+from serving.reloader import ModelHolder
 from serving.settings import ServingSettings
 
 
-def get_model(request: Request) -> LoadedModel:
-    """The currently loaded model; 503 while none is."""
-    model = getattr(request.app.state, "model", None)
-    if model is None:
+def get_holder(request: Request) -> ModelHolder:
+    """The model holder; 503 while the app is starting or stopping."""
+    holder = getattr(request.app.state, "holder", None)
+    if holder is None:
         raise HTTPException(status_code=503, detail="no model loaded yet")
-    return model
+    return holder
+
+
+def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
+    """The model serving this request (read once, so a concurrent swap cannot split a request)."""
+    return holder.current
 
 
 def get_settings(request: Request) -> ServingSettings:
@@ -23,5 +30,18 @@ def get_settings(request: Request) -> ServingSettings:
     return request.app.state.settings
 
 
+def require_admin(settings: Annotated[ServingSettings, Depends(get_settings)],
+                  authorization: Annotated[str | None, Header()] = None) -> None:
+    """Admin routes need `Authorization: Bearer <FEED_SERVE_ADMIN_TOKEN>`."""
+    if settings.admin_token is None:
+        raise HTTPException(status_code=403, detail="admin routes are disabled: set FEED_SERVE_ADMIN_TOKEN")
+    expected = f"Bearer {settings.admin_token.get_secret_value()}"
+    if authorization is None or not secrets.compare_digest(authorization.encode(), expected.encode()):
+        raise HTTPException(status_code=401, detail="missing or wrong admin token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
+AdminDep = Annotated[None, Depends(require_admin)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from feed.bundle import Bundle, load_bundle
 from feed.errors import ArtifactError
@@ -31,6 +32,29 @@ def load_model(settings: ServingSettings) -> LoadedModel:
     return _loaded(load_bundle(folder), version, settings.source, settings)
 
 
+def target_version(settings: ServingSettings) -> str:
+    """The version the source names right now (cheap: reads a manifest or asks the registry)."""
+    if settings.bundle is not None:
+        from feed.bundle import read_manifest
+
+        return str(read_manifest(settings.bundle)["bundle_id"])
+    name, alias = parse_model_uri(settings.source)
+    return f"{name}/{_registry_version(name, alias, settings.source, settings.tracking_uri).version}"
+
+
+def _registry_version(name: str, alias: str, uri: str, tracking_uri: str | None) -> Any:
+    """The registered version an alias points at, errors naming the URI and the store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    store = resolve_tracking_uri(tracking_uri)
+    try:
+        return mlflow.MlflowClient(store).get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ArtifactError(f"cannot resolve {uri} in the MLflow store {store}: {exc.message}. Train and register "
+                            "a model with `feed train --data DIR`, or serve a folder with --bundle DIR") from exc
+
+
 def _loaded(bundle: Bundle, version: str, source: str, settings: ServingSettings) -> LoadedModel:
     """Wrap a bundle into a service."""
     return LoadedModel(FeedService(bundle, settings.feed_config(), version), version, source)
@@ -47,16 +71,9 @@ def parse_model_uri(uri: str) -> tuple[str, str]:
 
 def fetch_registered(uri: str, tracking_uri: str | None, cache_dir: Path) -> tuple[Path, str]:
     """Download the version an alias points at into the cache (once); returns (folder, 'name/version')."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     name, alias = parse_model_uri(uri)
     store = resolve_tracking_uri(tracking_uri)
-    try:
-        version = mlflow.MlflowClient(store).get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        raise ArtifactError(f"cannot resolve {uri} in the MLflow store {store}: {exc.message}. Train and register "
-                            "a model with `feed train --data DIR`, or serve a folder with --bundle DIR") from exc
+    version = _registry_version(name, alias, uri, tracking_uri)
     target = Path(cache_dir) / name / f"v{version.version}"
     if not (target / "manifest.json").is_file():
         _download(version.source, target, store)

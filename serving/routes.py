@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from serving.deps import ModelDep
-from serving.schemas import FeedOut, Health, Ready
+from serving.deps import AdminDep, HolderDep, ModelDep
+from serving.schemas import FeedOut, Health, Ready, ReloadOut
 
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id.")]
@@ -20,11 +20,21 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Ready, tags=["ops"])
-def readyz(model: ModelDep) -> Ready:
-    """Readiness: a model is loaded; reports which."""
+def readyz(holder: HolderDep, response: Response) -> Ready:
+    """Readiness: a model is loaded; reports which, and whether the last reload was refused."""
+    model = holder.current
     bundle = model.service.bundle
+    response.headers["X-Model-Version"] = model.version
     return Ready(status="ready", model_version=model.version, bundle_id=bundle.bundle_id, source=model.source,
-                 n_users=len(bundle.users), n_videos=len(bundle.catalog.videos))
+                 n_users=len(bundle.users), n_videos=len(bundle.catalog.videos),
+                 last_reload_check=holder.last_check, last_reload_error=holder.last_error)
+
+
+@router.post("/v1/admin/reload", response_model=ReloadOut, tags=["admin"])
+async def reload_model(holder: HolderDep, _: AdminDep, force: bool = False) -> ReloadOut:
+    """Load the version the source names now and swap to it; a broken version is refused, the old one stays."""
+    result = await holder.reload(force=force)
+    return ReloadOut(status=result.status, version=result.version, target=result.target, error=result.error)
 
 
 @router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 from feed.service import Feed, FeedItem
@@ -64,3 +66,14 @@ class Ready(BaseModel):
     source: str
     n_users: int
     n_videos: int
+    last_reload_check: datetime | None = None
+    last_reload_error: str | None = Field(None, description="Why the last new version was refused, if it was.")
+
+
+class ReloadOut(BaseModel):
+    """Outcome of a reload request."""
+
+    status: str = Field(description="unchanged, reloaded or refused")
+    version: str = Field(description="The version serving now.")
+    target: str = Field(description="The version the source pointed at.")
+    error: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feed.service import FeedConfig
@@ -25,6 +25,8 @@ class ServingSettings(BaseSettings):
     videos_per_creator: int = Field(3, ge=1)
     videos_per_product: int = Field(2, ge=1)
     hide_out_of_stock: bool = True
+    reload_interval_s: float = Field(30.0, ge=0, description="How often to check for a new champion; 0 = never.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for /v1/admin/*; unset = disabled.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ServingSettings:

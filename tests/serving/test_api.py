@@ -62,3 +62,14 @@ def test_a_corrupted_bundle_refuses_to_start(small_bundle_dir, tmp_path):
     with pytest.raises(ArtifactError, match="factors_video.npz"):
         with TestClient(create_app(ServingSettings(bundle=broken))):
             pass
+
+
+def test_admin_routes_are_disabled_without_a_token(client):
+    response = client.post("/v1/admin/reload")
+    assert response.status_code == 403 and "FEED_SERVE_ADMIN_TOKEN" in response.text
+
+
+def test_readyz_reports_version_in_header(client):
+    response = client.get("/readyz")
+    assert response.headers["X-Model-Version"] == response.json()["model_version"]
+    assert response.json()["last_reload_error"] is None
