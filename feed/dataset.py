@@ -231,18 +231,28 @@ def holdout_positives(
     relation: str,
     weights: Mapping[str, float],
     min_weight: float,
+    exclude: sp.csr_matrix | None = None,
 ) -> sp.csr_matrix:
-    """Held-out items per known user with summed weight ≥ min_weight, minus the user's training items."""
+    """Held-out items per known user with summed weight ≥ min_weight, minus excluded items (by default the
+    user's training items: what the evaluation masks can never be retrieved, so it is not a target)."""
     user_rows = train.users.rows(test_events["user_id"].to_numpy(dtype=object))
     items = relation_items(test_events, train.catalog, relation)
     w = event_weights(test_events, train.catalog, weights)
     shape = train.matrices[relation].shape
     matrix = interaction_matrix(user_rows, items, w, shape)
     matrix.data = (matrix.data >= min_weight).astype(np.float32)
-    matrix = matrix - matrix.multiply(train.matrices[relation] > 0)
+    exclude = train.matrices[relation] if exclude is None else exclude
+    matrix = matrix - matrix.multiply(exclude > 0)
     matrix = sp.csr_matrix(matrix)
     matrix.eliminate_zeros()
     return matrix
+
+
+def data_fingerprint(events: pd.DataFrame) -> str:
+    """Short content hash of an event log (its event ids), to tell whether two runs saw the same data."""
+    hashes = pd.util.hash_pandas_object(events["event_id"].astype(str), index=False).to_numpy()
+    total = int(hashes.sum(dtype=np.uint64))  # order-independent; wraps modulo 2**64 by design
+    return f"{len(events):x}-{total:016x}"
 
 
 def window(events: pd.DataFrame) -> dict[str, str]:

@@ -8,6 +8,8 @@ import click
 
 from feed.errors import ConfigError
 
+DEFAULT_MODEL_NAMES = ("popularity", "implicit-als", "als")  # the same tuple as training.evaluate.DEFAULT_MODELS
+
 
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the world to.")
@@ -70,7 +72,8 @@ def train(data: Path, config_path: Path | None, out: Path, tracking_uri: str | N
     click.echo(f"bundle: {result.bundle_dir}")
     if result.model_version:
         click.echo(f"registered {config.mlflow.registered_model} version {result.model_version} "
-                   f"as @{config.mlflow.alias} (run {result.run_id}) in {result.tracking_uri}")
+                   f"(run {result.run_id}) in {result.tracking_uri}")
+        click.echo(result.promotion)
 
 
 def parse_sets(sets: tuple[str, ...]) -> dict[str, object]:
@@ -84,3 +87,133 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, object]:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         parsed[key.strip()] = yaml.safe_load(value)
     return parsed
+
+
+@click.command()
+@click.option("--name", default="selfretail-feed", show_default=True, help="Registered model name.")
+@click.option("--version", "version", help="Version to promote [default: the newest].")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--metric", default="video.als.recall@20", show_default=True,
+              help="Metric compared on the shared evaluation (higher is better).")
+@click.option("--force", is_flag=True, help="Promote even if it does not beat the champion.")
+@click.option("--rollback", is_flag=True, help="Give the alias back to the previous champion.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./.mlflow/mlflow.db).")
+def promote(name: str, version: str | None, alias: str, metric: str, force: bool, rollback: bool,
+            tracking_uri: str | None) -> None:
+    """Move the alias to a version that beats the champion on the same evaluation, or roll back."""
+    from feed.paths import resolve_tracking_uri
+    from training import promote as gate
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if rollback:
+        if version or force:
+            raise click.UsageError("--rollback takes no --version or --force")
+        decision = gate.rollback(uri, name, alias)
+        click.echo(f"@{alias} -> version {decision.version} ({decision.reason})")
+        return
+    decision = gate.promote(uri, name, version, alias, metric, force)
+    click.echo(f"@{alias} -> version {decision.version} ({decision.reason})")
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Dataset folder (split by --split), or the catalog for --train-events/--test-events.")
+@click.option("--split", "split_spec", default="time", show_default=True,
+              help="time | time:FRACTION | time:DATE | leave-last-out[:purchase] | random:0.8,0.1,0.1")
+@click.option("--train-events", type=click.Path(path_type=Path, exists=True),
+              help="Given training events (file or folder), to reproduce a published split exactly.")
+@click.option("--test-events", type=click.Path(path_type=Path, exists=True), help="Given test events.")
+@click.option("--k", "ks", default="10,20,50", show_default=True, help="Cut-offs, comma separated.")
+@click.option("--models", default=",".join(DEFAULT_MODEL_NAMES), show_default=True,
+              help="Comma separated, among: popularity, implicit-als, als, own-cart.")
+@click.option("--relation", type=click.Choice(["video", "creator", "product"]), default="video", show_default=True)
+@click.option("--mask-events", default="", help="Mask only training items with these event types "
+              "(e.g. purchase, for protocols that train on carts but hold out purchases). Default: all.")
+@click.option("--cold-threshold", type=click.IntRange(1), default=5, show_default=True,
+              help="Users with fewer training interactions form the 'cold' segment.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Training config (model hyperparameters, weights).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random splits.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write results as JSON.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./.mlflow/mlflow.db).")
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+def evaluate(data: Path | None, split_spec: str, train_events: Path | None, test_events: Path | None, ks: str,
+             models: str, relation: str, mask_events: str, cold_threshold: int, config_path: Path | None,
+             sets: tuple[str, ...], seed: int, json_path: Path | None, tracking_uri: str | None,
+             no_track: bool) -> None:
+    """Evaluate models and baselines side by side on one split (full ranking, same positives and mask)."""
+    import json
+
+    from training import tracking
+    from training.config import dotted, load_config
+    from training.evaluate import load_split, print_report, run_evaluation
+
+    overrides = dotted({**parse_sets(sets), "eval.ks": _int_list(ks, "--k")})
+    config = load_config(config_path, overrides)
+    split, catalog = load_split(data, split_spec, seed, train_events, test_events)
+    report = run_evaluation(split, catalog, config, _names(models), relation, _names(mask_events),
+                            cold_threshold, progress=False)
+    print_report(report, config.eval.ks)
+    if json_path:
+        json_path.write_text(json.dumps(report.as_json(), indent=2))
+    if not no_track:
+        uri = tracking.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
+        params = {**report.params, "split": report.split, "relation": relation, "data": str(data or train_events),
+                  "config_digest": config.digest()}
+        run_id = tracking.log_evaluation(uri, config.mlflow.experiment, params, report.models)
+        click.echo(f"logged to MLflow run {run_id} in {uri}", err=True)
+
+
+def _names(text: str) -> list[str]:
+    """Comma separated names, blanks dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    """Comma separated integers, with a clear error."""
+    try:
+        return [int(part) for part in _names(text)]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected integers like 10,20,50, got {text!r}", param_hint=flag) from exc
+
+
+@click.command(name="import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(["movielens", "lastfm", "taobao", "adjacency"]))
+@click.argument("src", required=False, type=click.Path(path_type=Path, exists=True))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to write.")
+@click.option("--min-rating", type=click.IntRange(1, 5), help="movielens: keep ratings ≥ this (e.g. 4).")
+@click.option("--file", "files", multiple=True, metavar="EVENT=PATH",
+              help="adjacency: one file per event type, e.g. --file purchase=train.txt --file cart=cart.txt.")
+@click.option("--ts", default="2020-01-01T00:00:00Z", show_default=True,
+              help="adjacency: the time given to the events (the format has none).")
+@click.option("--format", "out_fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+def import_(fmt: str, src: Path | None, out: Path, min_rating: int | None, files: tuple[str, ...], ts: str,
+            out_fmt: str) -> None:
+    """Turn a public dataset (MovieLens, Last.fm, Taobao, Beibei-style adjacency) into our schema."""
+    from feed.importers import describe, import_adjacency, import_lastfm, import_movielens, import_taobao
+    from feed.io import write_dataset
+
+    if fmt == "adjacency":
+        if src is not None or not files:
+            raise click.UsageError("adjacency takes --file EVENT=PATH options instead of SRC")
+        dataset = import_adjacency({k: Path(v) for k, v in _pairs(files).items()}, ts=ts)
+    elif src is None:
+        raise click.UsageError(f"{fmt} needs SRC (the file or the folder holding it)")
+    elif fmt == "movielens":
+        dataset = import_movielens(src, min_rating=min_rating)
+    else:
+        dataset = {"lastfm": import_lastfm, "taobao": import_taobao}[fmt](src)
+    write_dataset(dataset, out, out_fmt)
+    click.echo(f"wrote {out}: " + ", ".join(f"{k} {v:,}" for k, v in describe(dataset).items()))
+
+
+def _pairs(items: tuple[str, ...]) -> dict[str, str]:
+    """{'purchase': 'train.txt'} from ('purchase=train.txt',)."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise click.BadParameter(f"expected EVENT=PATH, got {item!r}", param_hint="--file")
+        pairs[key] = value
+    return pairs

@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -47,11 +47,33 @@ class SplitConfig(Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
 
+DEFAULT_WEIGHTS = {"impression": 0.0, "view": 1.0, "like": 2.0, "share": 4.0, "cart": 3.0,
+                   "purchase": 8.0, "refund": -8.0}
+
+
+def _known_event_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Every event type with a weight (0 when not given); unknown types are errors."""
+    unknown = sorted(set(weights) - set(EVENT_TYPES))
+    if unknown:
+        raise ValueError(f"unknown event types {unknown}; expected some of {list(EVENT_TYPES)}")
+    return {**{e: 0.0 for e in EVENT_TYPES}, **weights}
+
+
 class EvalConfig(Strict):
-    """Full-ranking evaluation on the held-out period."""
+    """Full-ranking evaluation on the held-out period.
+
+    Held-out positives are defined by these weights, not the training weights, so that changing how a model
+    weighs events never changes the test set it is judged on.
+    """
 
     ks: tuple[int, ...] = (10, 20, 50)
     min_weight: float = Field(1.0, gt=0.0)
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    @field_validator("weights")
+    @classmethod
+    def _known_events(cls, weights: dict[str, float]) -> dict[str, float]:
+        return _known_event_weights(weights)
 
     @field_validator("ks")
     @classmethod
@@ -69,10 +91,7 @@ class MlflowConfig(Strict):
     registered_model: str = "selfretail-feed"
     alias: str = "champion"
     register_model: bool = True
-
-
-DEFAULT_WEIGHTS = {"impression": 0.0, "view": 1.0, "like": 2.0, "share": 4.0, "cart": 3.0,
-                   "purchase": 8.0, "refund": -8.0}
+    promote: Literal["gate", "always", "never"] = "gate"
 
 
 class TrainConfig(Strict):
@@ -93,10 +112,7 @@ class TrainConfig(Strict):
     @field_validator("weights")
     @classmethod
     def _known_events(cls, weights: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(weights) - set(EVENT_TYPES))
-        if unknown:
-            raise ValueError(f"unknown event types {unknown}; expected some of {list(EVENT_TYPES)}")
-        return {**{e: 0.0 for e in EVENT_TYPES}, **weights}
+        return _known_event_weights(weights)
 
     @field_validator("relations")
     @classmethod
@@ -113,8 +129,17 @@ class TrainConfig(Strict):
 
     def digest(self) -> str:
         """Stable short hash of the resolved config."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return _short_hash(self.model_dump(mode="json"))
+
+    def eval_key(self, data_fingerprint: str) -> str:
+        """Identifies the evaluation protocol: same data, same split, same positives and cut-offs."""
+        return _short_hash({"data": data_fingerprint, "split": self.split.model_dump(mode="json"),
+                            "eval": self.eval.model_dump(mode="json")})
+
+
+def _short_hash(value: object) -> str:
+    """12 hex digits of the sha256 of a JSON value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_config(

@@ -17,7 +17,8 @@ import pandas as pd
 from rich.console import Console
 
 from feed.bundle import Bundle, RelationModel, write_bundle
-from feed.dataset import Catalog, Interactions, build_catalog, build_interactions, holdout_positives, time_split, window
+from feed.dataset import (Catalog, Interactions, build_catalog, build_interactions, data_fingerprint,
+                          holdout_positives, time_split, window)
 from feed.index import VectorIndex
 from feed.io import load_dataset
 from feed.metrics import evaluate
@@ -25,6 +26,7 @@ from feed.models.als import ALSRecommender
 from feed.models.popularity import PopularityRecommender
 from training import tracking
 from training.config import TrainConfig
+from training.promote import PromotionRefused, promote
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TrainResult:
     tracking_uri: str | None = None
     run_id: str | None = None
     model_version: str | None = None
+    promotion: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -70,11 +73,15 @@ def run_training(
         events = dataset.events if config.refit_full else dataset.events[dataset.events["ts"] < cutoff]
         bundle = fit_bundle(events, catalog, config, not quiet)
     with steps.step(f"writing bundle to {out_dir}"):
-        write_bundle(bundle, Path(out_dir), bundle_manifest(config, events, cutoff, metrics, bundle))
+        manifest = bundle_manifest(config, events, cutoff, metrics, bundle)
+        manifest["eval_key"] = config.eval_key(data_fingerprint(dataset.events))
+        write_bundle(bundle, Path(out_dir), manifest)
     result = TrainResult(Path(out_dir), metrics, timings=steps.timings)
     if track:
         with steps.step("logging to MLflow"):
             track_run(result, bundle, config)
+        if result.promotion:
+            steps.console.print(f"  {result.promotion}")
     _print_metrics(steps.console, metrics)
     return result
 
@@ -87,7 +94,7 @@ def evaluate_holdout(
     train = build_interactions(split.train, catalog, config.weights, config.full_watch_ratio)
     metrics: dict[str, float] = {}
     for relation in _relations(train, config):
-        test = holdout_positives(split.test, train, relation, config.weights, config.eval.min_weight)
+        test = holdout_positives(split.test, train, relation, config.eval.weights, config.eval.min_weight)
         for name, model in (("als", _als(config)), ("popularity", PopularityRecommender())):
             model.fit(train.matrices[relation], show_progress=progress)
             scores = evaluate(model, train.matrices[relation], test, config.eval.ks)
@@ -154,15 +161,28 @@ def library_versions() -> dict[str, str]:
 
 
 def track_run(result: TrainResult, bundle: Bundle, config: TrainConfig) -> None:
-    """Log the run, register the bundle and point the alias at it (fills result's MLflow fields)."""
+    """Log the run, register the bundle and move the alias per `mlflow.promote` (fills result's MLflow fields)."""
     uri = tracking.resolve_tracking_uri(config.mlflow.tracking_uri)
-    tags = {"bundle_id": bundle.bundle_id, "config_digest": config.digest()}
+    tags = {"bundle_id": bundle.bundle_id, "config_digest": config.digest(),
+            "eval_key": str(bundle.manifest.get("eval_key", ""))}
     run_id, source = tracking.log_training_run(uri, config.mlflow.experiment, config.model_dump(mode="json"),
                                                result.metrics, result.bundle_dir, tags)
     result.tracking_uri, result.run_id = uri, run_id
     if config.mlflow.register_model:
-        result.model_version = tracking.register_version(
-            uri, config.mlflow.registered_model, source, run_id, config.mlflow.alias, tags)
+        name = config.mlflow.registered_model
+        result.model_version = tracking.register_version(uri, name, source, run_id, tags)
+        result.promotion = _apply_policy(uri, name, result.model_version, config)
+
+
+def _apply_policy(uri: str, name: str, version: str, config: TrainConfig) -> str:
+    """Move the alias to the new version as configured: through the gate, always, or never."""
+    if config.mlflow.promote == "never":
+        return f"registered version {version}; alias @{config.mlflow.alias} left as it was (promote: never)"
+    try:
+        decision = promote(uri, name, version, config.mlflow.alias, force=config.mlflow.promote == "always")
+    except PromotionRefused as exc:
+        return f"not promoted to @{config.mlflow.alias}: {exc}"
+    return f"promoted version {version} to @{config.mlflow.alias}: {decision.reason}"
 
 
 def _print_metrics(console: Console, metrics: dict[str, float]) -> None:

@@ -80,8 +80,8 @@ def _log_values(client: Any, run_id: str, params: dict[str, Any], metrics: dict[
     )
 
 
-def register_version(uri: str, name: str, source: str, run_id: str, alias: str, tags: dict[str, str]) -> str:
-    """Register the bundle as a new version of `name` and point `alias` at it; returns the version."""
+def register_version(uri: str, name: str, source: str, run_id: str, tags: dict[str, str]) -> str:
+    """Register the bundle as a new version of `name` (aliases are moved by training.promote); returns it."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -90,5 +90,22 @@ def register_version(uri: str, name: str, source: str, run_id: str, alias: str, 
     version = client.create_model_version(name, source=source, run_id=run_id, tags=tags)
     if version.status not in ("READY", None):
         raise FeedError(f"model version {name}/{version.version} is {version.status}, not READY")
-    client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
+
+
+def log_evaluation(uri: str, experiment: str, params: dict[str, Any], models: dict[str, dict[str, float]]) -> str:
+    """A parent run for the evaluation and one nested run per model; returns the parent run id."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment, artifact_root(uri))
+    parent = client.create_run(experiment_id, tags={"mlflow.runName": "evaluate", "kind": "evaluation"})
+    parent_id = parent.info.run_id
+    _log_values(client, parent_id, params, {})
+    for name, metrics in models.items():
+        child = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id, "mlflow.runName": name,
+                                                       "model": name, "kind": "evaluation"})
+        _log_values(client, child.info.run_id, {"model": name}, metrics)
+        client.set_terminated(child.info.run_id, "FINISHED")
+    client.set_terminated(parent_id, "FINISHED")
+    return parent_id

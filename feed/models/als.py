@@ -35,9 +35,9 @@ class ALSRecommender(ScoringRecommender):
         """Fit on a weighted (n_users, n_items) CSR matrix."""
         from implicit.cpu.als import AlternatingLeastSquares
 
-        model = AlternatingLeastSquares(**self.params, num_threads=self.num_threads)
         # implicit parallelizes itself; a threaded BLAS underneath it only oversubscribes the cores.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(**self.params, num_threads=self.num_threads)
             model.fit(sp.csr_matrix(user_items, dtype=np.float32), show_progress=show_progress)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)

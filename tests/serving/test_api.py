@@ -73,3 +73,21 @@ def test_readyz_reports_version_in_header(client):
     response = client.get("/readyz")
     assert response.headers["X-Model-Version"] == response.json()["model_version"]
     assert response.json()["last_reload_error"] is None
+
+
+def test_admin_reload_swaps_a_rewritten_bundle_folder(small_bundle_dir, tmp_path):
+    from feed.bundle import write_bundle
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(small_bundle_dir, folder)
+    settings = ServingSettings(bundle=folder, reload_interval_s=0, admin_token="t")
+    headers = {"Authorization": "Bearer t"}
+    with TestClient(create_app(settings)) as client:
+        before = client.get("/readyz").json()["model_version"]
+        assert client.post("/v1/admin/reload", headers=headers).json()["status"] == "unchanged"
+        bundle = load_bundle(folder)
+        bundle.popularity = bundle.popularity + 1  # new content, so a new bundle id
+        write_bundle(bundle, folder, bundle.manifest)
+        body = client.post("/v1/admin/reload", headers=headers).json()
+        assert body["status"] == "reloaded" and body["version"] != before
+        assert client.get("/readyz").json()["model_version"] == body["version"]

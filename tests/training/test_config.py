@@ -55,7 +55,8 @@ def test_bad_yaml_and_missing_file_name_the_file(tmp_path):
 def keys(tree: dict, prefix: str = "") -> set[str]:
     out = set()
     for key, value in tree.items():
-        out |= keys(value, f"{prefix}{key}.") if isinstance(value, dict) and key != "weights" else {prefix + key}
+        nested = isinstance(value, dict) and key != "weights"
+        out |= keys(value, f"{prefix}{key}.") if nested else {prefix + key}
     return out
 
 
