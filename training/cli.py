@@ -217,3 +217,52 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"expected EVENT=PATH, got {item!r}", param_hint="--file")
         pairs[key] = value
     return pairs
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--split", "split_spec", default="time", show_default=True,
+              help="Outer split; trials are scored on its valid side, or the last 20% of its training side.")
+@click.option("--trials", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--metric", default="recall@20", show_default=True,
+              help="Maximized on the validation split, e.g. recall@20, ndcg@20, purchase_recall@20.")
+@click.option("--no-weights", is_flag=True, help="Keep the event weights; search only ALS hyperparameters.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Base config: every key not searched comes from here.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one base config key.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("configs/tuned.yaml"),
+              show_default=True, help="Where to write the best config (a full `feed train --config` file).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./.mlflow/mlflow.db).")
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+def tune(data: Path, split_spec: str, trials: int, metric: str, no_weights: bool, config_path: Path | None,
+         sets: tuple[str, ...], seed: int, out: Path, tracking_uri: str | None, no_track: bool) -> None:
+    """Search ALS hyperparameters and event weights on a validation split; write the best config."""
+    from rich.progress import Progress
+
+    from training import tracking
+    from training.config import dotted, load_config
+    from training.evaluate import load_split
+    from training.tune import tune as search
+    from training.tune import write_config
+
+    base = load_config(config_path, dotted({**parse_sets(sets), "seed": seed}))
+    split, catalog = load_split(data, split_spec, seed, None, None)
+    uri = None if no_track else tracking.resolve_tracking_uri(tracking_uri or base.mlflow.tracking_uri)
+    parent = tracking.start_parent(uri, base.mlflow.experiment, "tune", {
+        "data": str(data), "split": split.description, "metric": metric, "trials": trials}) if uri else None
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("tuning", total=trials)
+
+        def on_trial(number: int, overrides: dict, metrics: dict[str, float]) -> None:
+            if uri and parent:
+                tracking.log_child(uri, parent, f"trial-{number}", overrides, metrics)
+            progress.update(bar, advance=1, description=f"trial {number}: {metric} {metrics[metric]:.4f}")
+
+        result = search(split, catalog, base, trials, metric, not no_weights, on_trial)
+    if uri and parent:
+        tracking.finish(uri, parent, {f"best_{metric}": result.best_value})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_config(result.best_config, out, f"best of {trials} trials by validation {metric} = "
+                 f"{result.best_value:.4f} on {data} ({split.description})")
+    click.echo(f"best validation {metric} {result.best_value:.4f}; config written to {out}")

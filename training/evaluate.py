@@ -118,6 +118,8 @@ def run_evaluation(split: Split, catalog: Catalog, config: TrainConfig, models: 
     if relation not in train.matrices:
         raise ConfigError(f"relation {relation!r} needs a catalog; this data supports {list(train.matrices)}")
     mask = _mask(split.train, train, relation, mask_events)
+    if split.valid is not None and len(split.valid):  # known interactions too, though not trained on
+        mask = sp.csr_matrix((mask + _binary(split.valid, train, relation)) > 0, dtype=np.float32)
     targets = _targets(split.test, train, relation, config, mask)
     matrix = train.matrices[relation]
     results = {name: _score_model(_model(name, config, split.train, train, relation), matrix, mask, targets,

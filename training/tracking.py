@@ -93,19 +93,44 @@ def register_version(uri: str, name: str, source: str, run_id: str, tags: dict[s
     return str(version.version)
 
 
-def log_evaluation(uri: str, experiment: str, params: dict[str, Any], models: dict[str, dict[str, float]]) -> str:
-    """A parent run for the evaluation and one nested run per model; returns the parent run id."""
+def start_parent(uri: str, experiment: str, name: str, params: dict[str, Any]) -> str:
+    """Open a parent run (evaluation, tuning) and return its id; close it with `finish`."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     experiment_id = _experiment_id(client, experiment, artifact_root(uri))
-    parent = client.create_run(experiment_id, tags={"mlflow.runName": "evaluate", "kind": "evaluation"})
-    parent_id = parent.info.run_id
-    _log_values(client, parent_id, params, {})
+    parent = client.create_run(experiment_id, tags={"mlflow.runName": name, "kind": name})
+    _log_values(client, parent.info.run_id, params, {})
+    return parent.info.run_id
+
+
+def log_child(uri: str, parent_id: str, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str:
+    """One finished run nested under the parent."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    child = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id, "mlflow.runName": name,
+                                                   "model": name})
+    _log_values(client, child.info.run_id, params, metrics)
+    client.set_terminated(child.info.run_id, "FINISHED")
+    return child.info.run_id
+
+
+def finish(uri: str, run_id: str, metrics: dict[str, float] | None = None, status: str = "FINISHED") -> None:
+    """Close a run, with final metrics."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    if metrics:
+        _log_values(client, run_id, {}, metrics)
+    client.set_terminated(run_id, status)
+
+
+def log_evaluation(uri: str, experiment: str, params: dict[str, Any], models: dict[str, dict[str, float]]) -> str:
+    """A parent run for the evaluation and one nested run per model; returns the parent run id."""
+    parent_id = start_parent(uri, experiment, "evaluate", params)
     for name, metrics in models.items():
-        child = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id, "mlflow.runName": name,
-                                                       "model": name, "kind": "evaluation"})
-        _log_values(client, child.info.run_id, {"model": name}, metrics)
-        client.set_terminated(child.info.run_id, "FINISHED")
-    client.set_terminated(parent_id, "FINISHED")
+        log_child(uri, parent_id, name, {"model": name}, metrics)
+    finish(uri, parent_id)
     return parent_id

@@ -210,7 +210,7 @@ def pair_logs(draw: st.DrawFn) -> pd.DataFrame:
     rows = []
     for user in range(draw(st.integers(1, 6))):
         for video in range(draw(st.integers(1, 30))):
-            for repeat in range(draw(st.integers(1, 3))):
+            for _repeat in range(draw(st.integers(1, 3))):
                 rows.append((draw(st.integers(0, 100)) / 10, f"u{user}", f"v{video}", "view"))
     return frame(rows)
 

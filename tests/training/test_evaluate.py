@@ -114,3 +114,18 @@ def test_cli_given_files_and_bad_flags(small_world, tmp_path):
 
 def test_cli_default_models_match_the_library():
     assert DEFAULT_MODEL_NAMES == DEFAULT_MODELS
+
+
+def test_validation_items_are_masked_in_the_test_evaluation():
+    """u0's validation item is the most popular one; only masking it lets popularity hit u0's test item."""
+    from feed.splits import Split
+
+    crowd = [(f"c{i}", "v_top", "view") for i in range(5)] + [(f"c{i}", "v_next", "view") for i in range(3)]
+    train = events(crowd + [("u0", "v_low", "view")], 0)
+    valid, test = events([("u0", "v_top", "view")], 1), events([("u0", "v_next", "view")], 2)
+    catalog = build_catalog(Dataset(events=pd.concat([train, valid, test])))
+    config = load_config(environ={})
+    with_valid = run_evaluation(Split(train, test, valid), catalog, config, ["popularity"])
+    without = run_evaluation(Split(train, test), catalog, config, ["popularity"])
+    assert with_valid.models["popularity"]["hit_rate@10"] == 1.0
+    assert with_valid.models["popularity"]["mrr@10"] == 1.0 and without.models["popularity"]["mrr@10"] == 0.5
