@@ -50,3 +50,33 @@ def test_serve_refuses_a_corrupted_bundle_before_binding(small_bundle_dir, tmp_p
 def test_serve_explains_a_missing_registered_model(tmp_path):
     out = feed("serve", "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}", "--port", "1")
     assert out.returncode == 1 and "models:/selfretail-feed@champion" in out.stderr and "feed train" in out.stderr
+
+
+def test_import_writes_a_valid_dataset(tmp_path):
+    (tmp_path / "u.data").write_text("1\t10\t5\t881250949\n2\t10\t3\t891717742\n2\t11\t4\t878887116\n")
+    out = feed("import", "movielens", str(tmp_path / "u.data"), "--min-rating", "4", "--out", str(tmp_path / "ml"))
+    assert out.returncode == 0 and "events 2" in out.stdout, out.stderr
+    assert feed("validate", str(tmp_path / "ml")).returncode == 0
+    out = feed("import", "adjacency", "--file", "purchase", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "EVENT=PATH" in out.stderr
+    (tmp_path / "bad.txt").write_text("1 2 x\n")
+    out = feed("import", "adjacency", "--file", f"purchase={tmp_path / 'bad.txt'}", "--out", str(tmp_path / "y"))
+    assert out.returncode == 1 and "bad.txt" in out.stderr and "'x'" in out.stderr
+
+
+def test_promote_and_rollback_from_the_shell(small_bundle_dir, tmp_path):
+    from feed.bundle import load_bundle
+    from training.config import load_config
+    from training.pipeline import TrainResult, track_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for value in (0.2, 0.1, 0.3):
+        config = load_config(overrides={"mlflow": {"tracking_uri": uri, "promote": "never"}}, environ={})
+        track_run(TrainResult(small_bundle_dir, {"video.als.recall@20": value}), load_bundle(small_bundle_dir), config)
+    assert feed("promote", "--version", "1", "--tracking-uri", uri).returncode == 0
+    out = feed("promote", "--version", "2", "--tracking-uri", uri)
+    assert out.returncode == 1 and "not better" in out.stderr
+    out = feed("promote", "--tracking-uri", uri)
+    assert out.returncode == 0 and "version 3" in out.stdout
+    out = feed("promote", "--rollback", "--tracking-uri", uri)
+    assert out.returncode == 0 and "version 1" in out.stdout
