@@ -46,6 +46,7 @@ import pyarrow.csv as pa_csv
 
 from feed.errors import ConfigError, DataError
 from feed.schema import EVENT_TYPES, TABLES, Dataset
+from feed.splits import parse_date
 from feed.validation import TableFile, validate_table
 
 __all__ = ["import_movielens", "import_lastfm", "import_taobao", "import_adjacency", "IMPORTERS", "describe",
@@ -267,12 +268,9 @@ def _from_seconds(src: _Source, cells: pd.DataFrame, column: str) -> pd.Series:
 def _start_time(ts: str) -> pd.Timestamp:
     """The base time of adjacency events, as UTC (a time without a zone is UTC)."""
     try:
-        stamp = pd.Timestamp(ts)
-    except (ValueError, TypeError) as exc:
+        return parse_date(ts)
+    except ConfigError as exc:
         raise ConfigError(f"ts {ts!r} is not a time; expected ISO-8601 such as {ADJACENCY_TS!r}") from exc
-    if pd.isna(stamp):
-        raise ConfigError(f"ts {ts!r} is not a time; expected ISO-8601 such as {ADJACENCY_TS!r}")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _check_event_types(files: Mapping[str, Path]) -> None:
