@@ -70,3 +70,27 @@ class ALSRecommender(ScoringRecommender):
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"cannot read ALS model: {exc}", path=str(path)) from exc
         return model
+
+
+def gram(item_factors: np.ndarray) -> np.ndarray:
+    """YᵀY, (factors, factors): computed once per model, shared by every fold-in."""
+    return (item_factors.T @ item_factors).astype(np.float64)
+
+
+def fold_in(
+    item_factors: np.ndarray,
+    yty: np.ndarray,
+    items: np.ndarray,
+    weights: np.ndarray,
+    alpha: float,
+    regularization: float,
+) -> np.ndarray:
+    """A user's ALS vector from their weighted items, item factors fixed (implicit's `recalculate_user`).
+
+    Solves (YᵀY + λI + Σᵢ (cᵢ − 1) yᵢyᵢᵀ) x = Σᵢ cᵢ yᵢ with confidence cᵢ = α·wᵢ over the user's items.
+    """
+    confidence = alpha * np.asarray(weights, dtype=np.float64)  # (n_items_of_user,)
+    ys = item_factors[np.asarray(items, dtype=np.int64)].astype(np.float64)  # (n_items_of_user, factors)
+    a = yty + regularization * np.eye(len(yty)) + (ys * (confidence - 1.0)[:, None]).T @ ys
+    b = (ys * confidence[:, None]).sum(axis=0)
+    return np.linalg.solve(a, b).astype(np.float32)

@@ -56,3 +56,35 @@ def test_top_n_pads_when_everything_is_excluded():
     ids, scores = top_n(np.array([[1.0, 2.0, 3.0]]), 2, exclude)
     np.testing.assert_array_equal(ids, [[-1, -1]])
     assert np.all(np.isneginf(scores))
+
+
+def test_fold_in_matches_implicits_recalculate_user():
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    from feed.models.als import fold_in, gram
+
+    rng = np.random.default_rng(3)
+    matrix = sp.random(200, 80, density=0.08, format="csr", random_state=4, dtype=np.float32) * 5
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=12, regularization=0.1, alpha=3.0, iterations=5, random_state=0)
+        model.fit(matrix, show_progress=False)
+    for user in rng.choice(200, 10, replace=False):
+        row = matrix[user]
+        expected = model.recalculate_user(user, row)
+        ours = fold_in(model.item_factors, gram(model.item_factors), row.indices, row.data, 3.0, 0.1)
+        np.testing.assert_allclose(ours, expected, rtol=2e-3, atol=2e-4)
+
+
+def test_a_folded_in_new_user_gets_the_checkerboard_answer():
+    from feed.models.als import fold_in, gram
+
+    matrix = checkerboard()
+    model = ALSRecommender(factors=8, regularization=0.05, alpha=2.0, iterations=20, random_state=1).fit(matrix)
+    liked = np.array([0, 2, 4, 8])  # a new user with a few even items: the other even items should come first
+    vector = fold_in(model.item_factors, gram(model.item_factors), liked, np.ones(4), 2.0, 0.05)
+    scores = model.item_factors @ vector
+    even, odd = np.array([6, 10, 12, 14, 16, 18]), np.arange(1, 20, 2)
+    assert scores[even].mean() > scores[odd].mean() + 0.2
+    scores[liked] = -np.inf
+    assert np.argmax(scores) % 2 == 0
