@@ -35,6 +35,7 @@ class RelationModel:
     user_factors: np.ndarray  # (n_users, dim)
     item_factors: np.ndarray  # (n_items, dim)
     index: VectorIndex
+    user_items: sp.csr_matrix  # (n_users, n_items) training weights: the history a fold-in starts from
 
 
 @dataclass
@@ -81,7 +82,7 @@ def _write_tables(bundle: Bundle, folder: Path) -> None:
     pd.DataFrame({
         "video_id": cat.videos.ids.astype(str), "creator_row": cat.video_creator,
         "product_row": cat.video_product, "duration_ms": cat.video_duration_ms,
-        "popularity": bundle.popularity,
+        "published_ms": cat.video_published_ms, "popularity": bundle.popularity,
     }).to_parquet(folder / "videos.parquet", index=False)
     pd.DataFrame({"creator_id": cat.creators.ids.astype(str)}).to_parquet(folder / "creators.parquet", index=False)
     pd.DataFrame({
@@ -94,6 +95,7 @@ def _write_relation(name: str, rel: RelationModel, folder: Path) -> dict[str, An
     """Factors as npz and the index natively; returns the relation's manifest entry."""
     np.savez(folder / f"factors_{name}.npz", user_factors=rel.user_factors, item_factors=rel.item_factors)
     rel.index.write(folder / f"index_{name}.faiss")
+    sp.save_npz(folder / f"interactions_{name}.npz", rel.user_items.tocsr())
     return {"dim": int(rel.item_factors.shape[1]), "n_items": int(rel.item_factors.shape[0]),
             "index_factory": rel.index.factory, "search_params": rel.index.search_params,
             "max_sq_norm": rel.index.max_sq_norm}
@@ -163,7 +165,7 @@ def load_bundle(folder: Path) -> Bundle:
     catalog, popularity = _read_catalog(folder)
     relations = {name: _read_relation(folder, name, entry, len(users))
                  for name, entry in manifest["relations"].items()}
-    seen = _read_seen(folder / "seen.npz", (len(users), len(catalog.videos)))
+    seen = _read_sparse(folder / "seen.npz", (len(users), len(catalog.videos)))
     bundle = Bundle(users, catalog, popularity, relations, seen, manifest)
     _check_counts(bundle, manifest, folder)
     return bundle
@@ -189,6 +191,7 @@ def _read_catalog(folder: Path) -> tuple[Catalog, np.ndarray]:
         video_creator=videos["creator_row"].to_numpy(dtype=np.int64),
         video_product=videos["product_row"].to_numpy(dtype=np.int64),
         video_duration_ms=videos["duration_ms"].to_numpy(dtype=np.float64),
+        video_published_ms=videos["published_ms"].to_numpy(dtype=np.float64),
         product_price=products["price"].to_numpy(dtype=np.float64),
         product_commission=products["commission_rate"].to_numpy(dtype=np.float64),
         product_in_stock=products["in_stock"].to_numpy(dtype=bool),
@@ -221,17 +224,18 @@ def _read_relation(folder: Path, name: str, entry: dict[str, Any], n_users: int)
     if index.ntotal != entry["n_items"] or index.dim != entry["dim"]:
         raise ArtifactError(f"index holds {index.ntotal} vectors of dim {index.dim}, expected "
                             f"{entry['n_items']} of dim {entry['dim']}", path=str(index_path))
-    return RelationModel(users, items, index)
+    shape = (n_users, entry["n_items"])
+    return RelationModel(users, items, index, _read_sparse(folder / f"interactions_{name}.npz", shape))
 
 
-def _read_seen(path: Path, shape: tuple[int, int]) -> sp.csr_matrix:
-    """The watched/purchased matrix, checked against the id maps."""
+def _read_sparse(path: Path, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A sparse matrix of the bundle, checked against the id maps."""
     try:
         seen = sp.load_npz(path).tocsr()
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot read sparse matrix ({exc})", path=str(path)) from exc
     if seen.shape != shape:
-        raise ArtifactError(f"shape {seen.shape} does not match {shape} (users, videos)", path=str(path))
+        raise ArtifactError(f"shape {seen.shape} does not match {shape} (users, items)", path=str(path))
     return seen
 
 

@@ -60,6 +60,7 @@ class Catalog:
     video_creator: np.ndarray  # (n_videos,) int64 row in creators, -1 when unknown
     video_product: np.ndarray  # (n_videos,) int64 row in products, -1 when none
     video_duration_ms: np.ndarray  # (n_videos,) float64, NaN when unknown
+    video_published_ms: np.ndarray  # (n_videos,) float64 epoch ms, NaN when unknown
     product_price: np.ndarray  # (n_products,) float64, NaN when unknown
     product_commission: np.ndarray  # (n_products,) float64, NaN when unknown
     product_in_stock: np.ndarray  # (n_products,) bool
@@ -83,16 +84,26 @@ def build_catalog(dataset: Dataset) -> Catalog:
         video_creator=_rows_or_missing(creators, videos_df["creator_id"]),
         video_product=_rows_or_missing(products, videos_df["product_id"]),
         video_duration_ms=videos_df["duration_ms"].to_numpy(dtype=np.float64, na_value=np.nan),
+        video_published_ms=_epoch_ms(videos_df.get("published_at")),
         product_price=products_df["price"].to_numpy(dtype=np.float64, na_value=np.nan),
         product_commission=products_df["commission_rate"].to_numpy(dtype=np.float64, na_value=np.nan),
         product_in_stock=products_df["in_stock"].to_numpy(dtype=bool),
     )
 
 
+def _epoch_ms(times: pd.Series | None) -> np.ndarray:
+    """Epoch milliseconds as float64 (NaN where missing) from a UTC datetime column."""
+    if times is None:
+        return np.zeros(0)
+    ms = pd.to_datetime(times, utc=True).astype("datetime64[ms, UTC]").astype("int64").astype(np.float64)
+    return np.where(times.isna().to_numpy(), np.nan, ms)
+
+
 def _videos_from_events(events: pd.DataFrame) -> pd.DataFrame:
     """A minimal videos table (no creators, no products) from the event log."""
     ids = np.sort(events["video_id"].astype(str).unique())
-    return pd.DataFrame({"video_id": ids, "creator_id": pd.NA, "product_id": pd.NA, "duration_ms": np.nan})
+    return pd.DataFrame({"video_id": ids, "creator_id": pd.NA, "product_id": pd.NA, "duration_ms": np.nan,
+                         "published_at": pd.Series(pd.NaT, index=range(len(ids)), dtype="datetime64[ms, UTC]")})
 
 
 def _products_frame(dataset: Dataset, videos_df: pd.DataFrame) -> pd.DataFrame:
@@ -181,7 +192,7 @@ def build_interactions(
         items = relation_items(events, catalog, relation)
         shape = (len(users), len(catalog.items(relation)))
         matrices[relation] = interaction_matrix(user_rows, items, w, shape)
-    seen = _seen_matrix(events, catalog, user_rows, len(users), full_watch_ratio)
+    seen = seen_matrix(events, catalog, user_rows, len(users), full_watch_ratio)
     return Interactions(users=users, catalog=catalog, matrices=matrices, seen=seen)
 
 
@@ -190,18 +201,31 @@ def available_relations(catalog: Catalog) -> list[str]:
     return [r for r in RELATIONS if len(catalog.items(r)) > 0]
 
 
-def _seen_matrix(
+def seen_matrix(
     events: pd.DataFrame, catalog: Catalog, user_rows: np.ndarray, n_users: int, full_watch_ratio: float
 ) -> sp.csr_matrix:
-    """Videos a user has watched to the end or purchased: never shown to them again."""
+    """Videos never shown to a user again: watched to the end, bought, or selling a product they bought."""
     kind = events["event"].to_numpy(dtype=object)
     watched = (kind == "view") & (np.nan_to_num(_watch_ratio(events, catalog)) >= full_watch_ratio)
     done = watched | (kind == "purchase")
     video_rows = catalog.videos.rows(events["video_id"].to_numpy(dtype=object))
     shape = (n_users, len(catalog.videos))
     matrix = interaction_matrix(user_rows, video_rows, done.astype(np.float64), shape)
-    matrix.data[:] = 1.0
+    bought = kind == "purchase"
+    products = relation_items(events[bought], catalog, "product") if len(catalog.products) else np.zeros(0, int)
+    if len(products):
+        owned = interaction_matrix(user_rows[bought], products, np.ones(len(products)),
+                                   (n_users, len(catalog.products)))  # (n_users, n_products)
+        matrix = matrix + owned @ product_videos(catalog)
+    matrix = sp.csr_matrix(matrix > 0, dtype=np.float32)
     return matrix
+
+
+def product_videos(catalog: Catalog) -> sp.csr_matrix:
+    """(n_products, n_videos) 1 where the video sells the product."""
+    has = np.flatnonzero(catalog.video_product >= 0)
+    return sp.csr_matrix((np.ones(len(has), dtype=np.float32), (catalog.video_product[has], has)),
+                         shape=(len(catalog.products), len(catalog.videos)))
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def _fit_relation(data: Interactions, relation: str, config: TrainConfig, progre
     """One relation's ALS factors and their FAISS index."""
     model = _als(config).fit(data.matrices[relation], show_progress=progress)
     index = VectorIndex.build(model.item_factors, config.index.factory, config.index.search_params)
-    return RelationModel(model.user_factors, model.item_factors, index)
+    return RelationModel(model.user_factors, model.item_factors, index, data.matrices[relation])
 
 
 def _als(config: TrainConfig) -> ALSRecommender:

@@ -72,7 +72,7 @@ def test_exclude_removes_ids(service):
 def test_items_carry_catalog_facts_and_reasons(service):
     feed = service.feed(service.bundle.manifest["sample_user_ids"][0], 30)
     sources = {i.source for i in feed.items}
-    assert sources <= {"video", "creator", "product", "popular"} and sources - {"popular"}
+    assert sources <= {"video", "creator", "product", "popular", "fresh"} and sources - {"popular", "fresh"}
     with_product = [i for i in feed.items if i.product is not None]
     assert with_product and all(i.product.price > 0 and 0 <= i.product.commission_rate <= 1 for i in with_product)
     assert all(i.creator_id for i in feed.items) and all(i.reason for i in feed.items)
@@ -100,3 +100,14 @@ def test_fuse_sums_sources_and_keeps_the_strongest_reason():
     assert list(videos) == [5, 6]  # 6: 1/2 + 0.5/1 = 1.0 ties 5: 1/1; ties break by row
     np.testing.assert_allclose(scores, [1.0, 1.0])
     assert sources == ["video", "video"]
+
+
+def test_the_fresh_slot_shows_the_newest_video_the_page_lacks(service):
+    user = service.bundle.manifest["sample_user_ids"][0]
+    feed = service.feed(user, 10)
+    fresh = [i for i in feed.items if i.source == "fresh"]
+    assert len(fresh) == 1 and feed.items[service.config.fresh_position].source == "fresh"
+    cat = service.catalog
+    others = set(cat.videos.ids) - {i.video_id for i in feed.items} - blocked_ids(service, user)
+    newest_other = max(cat.video_published_ms[cat.videos.row(v)] for v in others)
+    assert fresh[0].reason == "new video" and cat.video_published_ms[cat.videos.row(fresh[0].video_id)] >= newest_other

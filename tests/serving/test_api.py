@@ -41,7 +41,7 @@ def test_feed_shape_and_header(client, small_bundle_dir):
 def test_unknown_user_gets_a_popularity_feed(client):
     body = client.get("/v1/users/never-seen-user/feed").json()
     assert body["cold_start"] and len(body["items"]) == 20
-    assert {i["source"] for i in body["items"]} == {"popular"}
+    assert {i["source"] for i in body["items"]} == {"popular", "fresh"}
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "ten"])

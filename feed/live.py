@@ -1,0 +1,176 @@
+"""Real time: what the event store learned since the model was trained, applied to the next feed.
+
+- `extend_catalog` lays videos and products added or changed after training over the bundle's catalog: new rows
+  are appended (they have no vectors, but creator, product, following and fresh sources can serve them).
+- `LiveUsers` turns a user's events since training into a refreshed vector per relation (ALS fold-in over the
+  training history plus the new events) and the videos not to show any more (watched to the end, bought, or
+  selling a product they bought). Results are cached per user and recomputed when the user's latest event
+  sequence number in the store moves, which also works across several service replicas.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from feed.bundle import Bundle
+from feed.dataset import Catalog, IdMap, event_weights, relation_items, seen_matrix
+from feed.models.als import fold_in, gram
+
+
+class UserEventSource(Protocol):
+    """The part of the event store the feed reads on the request path."""
+
+    def user_seq(self, user_id: str) -> int: ...
+
+    def user_events(self, user_id: str, since: pd.Timestamp | None = None) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class LiveUser:
+    """A user's state from events stored since training."""
+
+    vectors: Mapping[str, np.ndarray]  # relation -> (dim,) refreshed user vector
+    blocked: np.ndarray  # (n,) video rows of the extended catalog never to show again
+    n_events: int
+
+
+def extend_catalog(base: Catalog, videos: pd.DataFrame | None, products: pd.DataFrame | None) -> Catalog:
+    """The base catalog with these (canonical) videos and products added or updated; base rows keep their rows."""
+    catalog = _with_products(base, products) if products is not None and len(products) else base
+    return _with_videos(catalog, videos) if videos is not None and len(videos) else catalog
+
+
+def _appended(ids: IdMap, values: pd.Series) -> IdMap:
+    """The id map with unseen values appended in sorted order."""
+    new = pd.Index(values.dropna().astype(str).unique()).difference(pd.Index(ids.ids))
+    return ids if len(new) == 0 else IdMap(np.concatenate([ids.ids, np.sort(new.to_numpy(dtype=object))]))
+
+
+def _grown(values: np.ndarray, n: int, fill: float | int | bool) -> np.ndarray:
+    """A copy of the array padded with `fill` up to length n."""
+    return np.concatenate([values, np.full(n - len(values), fill, dtype=values.dtype)])
+
+
+def _with_products(base: Catalog, products: pd.DataFrame) -> Catalog:
+    """New products appended, known ones updated (price, commission, stock)."""
+    ids = _appended(base.products, products["product_id"])
+    rows = ids.rows(products["product_id"].astype(str).to_numpy(dtype=object))
+    price, rate = _grown(base.product_price, len(ids), np.nan), _grown(base.product_commission, len(ids), np.nan)
+    stock = _grown(base.product_in_stock, len(ids), True)
+    price[rows] = products["price"].to_numpy(dtype=np.float64, na_value=np.nan)
+    rate[rows] = products["commission_rate"].to_numpy(dtype=np.float64, na_value=np.nan)
+    stock[rows] = products["in_stock"].fillna(True).to_numpy(dtype=bool)
+    return replace(base, products=ids, product_price=price, product_commission=rate, product_in_stock=stock)
+
+
+def _with_videos(base: Catalog, videos: pd.DataFrame) -> Catalog:
+    """New videos (and creators) appended, known videos updated."""
+    creators = _appended(base.creators, videos["creator_id"])
+    ids = _appended(base.videos, videos["video_id"])
+    rows = ids.rows(videos["video_id"].astype(str).to_numpy(dtype=object))
+    n = len(ids)
+    creator, product = _grown(base.video_creator, n, -1), _grown(base.video_product, n, -1)
+    duration, published = _grown(base.video_duration_ms, n, np.nan), _grown(base.video_published_ms, n, np.nan)
+    creator[rows] = creators.rows(videos["creator_id"].astype(str).to_numpy(dtype=object))
+    product[rows] = _rows_or_missing(base.products, videos["product_id"])
+    duration[rows] = videos["duration_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
+    published[rows] = _published(videos)
+    return replace(base, videos=ids, creators=creators, video_creator=creator, video_product=product,
+                   video_duration_ms=duration, video_published_ms=published)
+
+
+def _rows_or_missing(ids: IdMap, values: pd.Series) -> np.ndarray:
+    """Rows of the values, -1 for missing or unknown ones."""
+    return ids.rows(values.astype(object).where(values.notna(), "\x00none").to_numpy(dtype=object))
+
+
+def _published(videos: pd.DataFrame) -> np.ndarray:
+    """Epoch ms of `published_at`, NaN where missing."""
+    times = videos["published_at"]
+    ms = times.astype("datetime64[ms, UTC]").astype("int64").to_numpy(dtype=np.float64)
+    return np.where(times.isna().to_numpy(), np.nan, ms)
+
+
+class LiveUsers:
+    """Per-user real-time state over one bundle, cached by the user's latest event sequence number."""
+
+    def __init__(self, bundle: Bundle, catalog: Catalog, source: UserEventSource, cache_size: int = 100_000) -> None:
+        config = bundle.manifest.get("config", {})
+        self.bundle, self.catalog, self.source = bundle, catalog, source
+        self.weights: dict[str, float] = config.get("weights", {})
+        self.full_watch_ratio = float(config.get("full_watch_ratio", 0.9))
+        self.alpha = float(config.get("als", {}).get("alpha", 1.0))
+        self.regularization = float(config.get("als", {}).get("regularization", 0.01))
+        end = bundle.manifest.get("data_window", {}).get("end")
+        self.since = pd.Timestamp(end) if end else None  # events after the training data
+        self.grams = {name: gram(rel.item_factors) for name, rel in bundle.relations.items()}
+        self._cache: OrderedDict[str, tuple[int, LiveUser]] = OrderedDict()
+        self._cache_size, self._lock = cache_size, threading.Lock()
+        self.hits = self.misses = 0
+
+    def with_catalog(self, catalog: Catalog) -> LiveUsers:
+        """The same state over a newer catalog (cache emptied: rows may have moved)."""
+        live = LiveUsers.__new__(LiveUsers)
+        live.__dict__.update(self.__dict__)
+        live.catalog, live._cache, live._lock = catalog, OrderedDict(), threading.Lock()
+        return live
+
+    def get(self, user_id: str) -> LiveUser | None:
+        """The user's state, None when the store has nothing of theirs."""
+        seq = self.source.user_seq(user_id)
+        if seq == 0:
+            return None
+        with self._lock:
+            cached = self._cache.get(user_id)
+            if cached is not None and cached[0] == seq:
+                self._cache.move_to_end(user_id)
+                self.hits += 1
+                return cached[1]
+        self.misses += 1
+        state = self.compute(self.source.user_events(user_id, since=self.since), self.bundle.users.row(user_id))
+        self._remember(user_id, seq, state)
+        return state
+
+    def _remember(self, user_id: str, seq: int, state: LiveUser) -> None:
+        """Cache a state, evicting the least recently used beyond the size limit."""
+        with self._lock:
+            self._cache[user_id] = (seq, state)
+            self._cache.move_to_end(user_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def compute(self, events: pd.DataFrame, row: int) -> LiveUser:
+        """Vectors and blocked videos from a user's new events (and their training history when row ≥ 0)."""
+        if events.empty:
+            return LiveUser({}, np.zeros(0, dtype=np.int64), 0)
+        vectors = {name: vector for name in self.bundle.relations
+                   if (vector := self._fold(name, row, events)) is not None}
+        blocked = seen_matrix(events, self.catalog, np.zeros(len(events), dtype=np.int64), 1,
+                              self.full_watch_ratio).indices.astype(np.int64)
+        return LiveUser(vectors, blocked, len(events))
+
+    def _fold(self, relation: str, row: int, events: pd.DataFrame) -> np.ndarray | None:
+        """Fold-in over training history plus new events; None when nothing the model knows was touched."""
+        model = self.bundle.relations[relation]
+        n_items = model.item_factors.shape[0]
+        items = relation_items(events, self.catalog, relation)
+        weights = event_weights(events, self.catalog, self.weights)
+        known = (items >= 0) & (items < n_items)  # items added after training have no vector yet
+        items, weights = items[known], weights[known]
+        if row >= 0:
+            history = model.user_items[row]
+            items, weights = np.concatenate([history.indices, items]), np.concatenate([history.data, weights])
+        unique, inverse = np.unique(items, return_inverse=True)
+        summed = np.bincount(inverse, weights=weights, minlength=len(unique))
+        positive = summed > 0
+        if not positive.any():
+            return None
+        return fold_in(model.item_factors, self.grams[relation], unique[positive], summed[positive],
+                       self.alpha, self.regularization)
