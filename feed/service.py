@@ -148,6 +148,12 @@ class FeedService:
         items = [self._item(v, s, src) for v, s, src in zip(videos, scores, sources, strict=True)]
         return Feed(uuid.uuid4().hex, user_id, items, self.model_version, cold_start=not vectors)
 
+    def candidates(self, user_id: str, n: int = 50) -> dict[str, list[str]]:
+        """Each source's ranked candidate video ids for a user, before fusion and filters (for inspection)."""
+        state = self.live.get(user_id) if self.live else None
+        ranked = self._candidates(user_id, self._vectors(user_id, state), n)
+        return {name: [str(v) for v in self.catalog.videos.ids[rows[:n]]] for name, rows in ranked.items()}
+
     def _vectors(self, user_id: str, state: LiveUser | None) -> dict[str, np.ndarray]:
         """The user's vector per relation: refreshed from new events when there are some, else as trained."""
         row = self.bundle.users.row(user_id)

@@ -1,4 +1,4 @@
-"""The FastAPI app factory; heavy things (the bundle, its indexes) load in the lifespan, not at import."""
+"""The FastAPI app factory; heavy things (the store, the bundle, its indexes) load in the lifespan, not at import."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from fastapi import FastAPI
 
 from feed import __version__
 from feed.errors import FeedError
+from feed.store.store import EventStore
+from serving.catalog_routes import router as catalog_router
+from serving.event_routes import router as event_router
+from serving.impressions import ImpressionLogger
+from serving.metrics import Counters
 from serving.model_source import LoadedModel, load_model
 from serving.reloader import ModelHolder
 from serving.routes import router
@@ -20,29 +25,65 @@ from serving.settings import ServingSettings
 log = logging.getLogger("serving")
 
 
-def create_app(settings: ServingSettings, model: LoadedModel | None = None) -> FastAPI:
-    """A new app serving the model that `settings` names (or `model`, when the caller already loaded it)."""
+def open_store(settings: ServingSettings) -> EventStore | None:
+    """The configured event store, migrated to the current schema (None when disabled)."""
+    if settings.store is None:
+        return None
+    store = EventStore(settings.store)
+    store.upgrade()
+    return store
+
+
+def create_app(settings: ServingSettings, model: LoadedModel | None = None,
+               store: EventStore | None = None) -> FastAPI:
+    """A new app serving the model that `settings` names (or `model`/`store`, when the caller opened them)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            holder = ModelHolder(settings, model or await asyncio.to_thread(load_model, settings))
+            opened = store or await asyncio.to_thread(open_store, settings)
+            seq = opened.catalog_since(2**62)[3] if opened else 0
+            holder = ModelHolder(settings, model or await asyncio.to_thread(load_model, settings, opened), opened, seq)
         except FeedError as exc:
             log.error("cannot start: %s", exc)
             raise
-        app.state.holder = holder
+        app.state.holder, app.state.store = holder, opened
+        app.state.impressions = ImpressionLogger(opened, settings.impression_queue) if opened else None
         log.info("serving %s (%s)", holder.current.version, holder.current.source)
-        poller = asyncio.create_task(holder.poll(settings.reload_interval_s)) if settings.reload_interval_s else None
+        tasks = _background(holder, settings)
         yield
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        await _stop(tasks)
+        if app.state.impressions:
+            await asyncio.to_thread(app.state.impressions.close)
+        if opened:
+            opened.close()
         app.state.holder = None
 
     app = FastAPI(title="Self-retail feed", version=__version__, lifespan=lifespan,
                   description="Personalized feeds of creator videos linked to products.")
     app.state.settings = settings
-    app.state.holder = None
+    app.state.holder = app.state.store = app.state.impressions = None
+    app.state.counters = Counters()
     app.include_router(router)
+    app.include_router(event_router)
+    app.include_router(catalog_router)
     return app
+
+
+def _background(holder: ModelHolder, settings: ServingSettings) -> list[asyncio.Task]:
+    """The model poller and the catalog watcher, as configured."""
+    tasks = []
+    if settings.reload_interval_s:
+        tasks.append(asyncio.create_task(holder.poll(settings.reload_interval_s)))
+    if holder.store is not None and settings.catalog_refresh_s:
+        tasks.append(asyncio.create_task(holder.watch_catalog(settings.catalog_refresh_s)))
+    return tasks
+
+
+async def _stop(tasks: list[asyncio.Task]) -> None:
+    """Cancel background tasks and wait for them."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

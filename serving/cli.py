@@ -24,24 +24,27 @@ from serving.settings import DEFAULT_MODEL_URI
               help="Once up, print sample feeds for two users and the useful URLs.")
 @click.option("--reload-interval", type=click.FloatRange(0), default=None,
               help="Seconds between checks for a new champion (0 = never) [default: 30, or $FEED_SERVE_RELOAD_INTERVAL_S].")
+@click.option("--store", "store_url", help="Event store URL [default: sqlite:///.feed/store.db, or "
+              "$FEED_SERVE_STORE_URL]; '' disables ingestion and real-time.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, host: str, port: int,
-          sample: bool, reload_interval: float | None, log_level: str) -> None:
+          sample: bool, reload_interval: float | None, store_url: str | None, log_level: str) -> None:
     """Serve personalized feeds over HTTP (FastAPI + uvicorn) until interrupted."""
     import uvicorn
 
-    from serving.app import create_app
+    from serving.app import create_app, open_store
     from serving.model_source import load_model
     from serving.settings import ServingSettings
 
     if model_uri and bundle:
         raise click.UsageError("give --model or --bundle, not both")
     given = {"bundle": bundle, "model_uri": model_uri, "tracking_uri": tracking_uri,
-             "reload_interval_s": reload_interval}
+             "reload_interval_s": reload_interval, "store_url": store_url}
     settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
-    model = load_model(settings)  # fail before binding the port, with an error that names the file
-    app = create_app(settings, model)
+    store = open_store(settings)  # migrate, then load: fail before binding the port, naming the file or URL
+    model = load_model(settings, store)
+    app = create_app(settings, model, store)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     if sample:
         threading.Thread(target=_print_when_up, args=(server, app, settings), daemon=True).start()
@@ -104,3 +107,50 @@ def _money(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
+
+
+@click.group()
+def db() -> None:
+    """Event store administration."""
+
+
+@db.command()
+@click.option("--store", "store_url", help="Event store URL [default: $FEED_SERVE_STORE_URL or sqlite:///.feed/store.db].")
+def upgrade(store_url: str | None) -> None:
+    """Apply the store's migrations up to the current schema (the service also does this at start)."""
+    from feed.store.store import EventStore
+    from serving.settings import ServingSettings
+
+    settings = ServingSettings(**({"store_url": store_url} if store_url else {}))
+    if settings.store is None:
+        raise click.UsageError("no store URL given")
+    store = EventStore(settings.store)
+    click.echo(f"{store!r} is at revision {store.upgrade()}")
+    store.close()
+
+
+@db.command()
+@click.option("--store", "store_url", help="Event store URL [default: $FEED_SERVE_STORE_URL or sqlite:///.feed/store.db].")
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="Dataset folder whose catalog (videos, products, follows) is upserted into the store.")
+@click.option("--with-events", is_flag=True, help="Also insert its events (idempotent on event_id).")
+def load(store_url: str | None, data: Path, with_events: bool) -> None:
+    """Seed the store with a dataset's catalog (and events), e.g. before the app starts posting events."""
+    from feed.io import load_dataset
+    from feed.store.store import EventStore
+    from serving.settings import ServingSettings
+
+    settings = ServingSettings(**({"store_url": store_url} if store_url else {}))
+    if settings.store is None:
+        raise click.UsageError("no store URL given")
+    dataset, store = load_dataset(data), EventStore(settings.store)
+    store.upgrade()
+    for name, write in (("products", store.upsert_products), ("videos", store.upsert_videos),
+                        ("follows", store.upsert_follows)):
+        table = getattr(dataset, name)
+        click.echo(f"{name}: {0 if table is None else write(table):,} rows")
+    if with_events:
+        inserted = sum(store.insert_events(dataset.events.iloc[i:i + 50_000]).inserted
+                       for i in range(0, len(dataset.events), 50_000))
+        click.echo(f"events: {inserted:,} inserted")
+    store.close()

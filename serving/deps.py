@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from feed.store.store import EventStore
+from serving.metrics import Counters
 from serving.model_source import LoadedModel
 from serving.reloader import ModelHolder
 from serving.settings import ServingSettings
@@ -23,6 +25,19 @@ def get_holder(request: Request) -> ModelHolder:
 def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
     """The model serving this request (read once, so a concurrent swap cannot split a request)."""
     return holder.current
+
+
+def get_store(request: Request) -> EventStore:
+    """The event store; 503 when the service runs without one."""
+    store = getattr(request.app.state, "store", None)
+    if store is None:
+        raise HTTPException(status_code=503, detail="this service has no event store (FEED_SERVE_STORE_URL)")
+    return store
+
+
+def get_counters(request: Request) -> Counters:
+    """The service's counters."""
+    return request.app.state.counters
 
 
 def get_settings(request: Request) -> ServingSettings:
@@ -45,3 +60,4 @@ HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
 AdminDep = Annotated[None, Depends(require_admin)]
+CountersDep = Annotated[Counters, Depends(get_counters)]

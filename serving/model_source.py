@@ -9,6 +9,8 @@ from typing import Any
 
 from feed.bundle import Bundle, load_bundle
 from feed.errors import ArtifactError
+from feed.live import LiveUsers, extend_catalog
+from feed.store.store import EventStore
 from feed.paths import resolve_tracking_uri
 from feed.service import FeedService
 from serving.settings import ServingSettings
@@ -23,13 +25,13 @@ class LoadedModel:
     source: str
 
 
-def load_model(settings: ServingSettings) -> LoadedModel:
+def load_model(settings: ServingSettings, store: EventStore | None = None) -> LoadedModel:
     """Load and check the configured bundle; errors name the file or the registry entry."""
     if settings.bundle is not None:
         bundle = load_bundle(settings.bundle)
-        return _loaded(bundle, bundle.bundle_id, str(settings.bundle), settings)
+        return _loaded(bundle, bundle.bundle_id, str(settings.bundle), settings, store)
     folder, version = fetch_registered(settings.source, settings.tracking_uri, settings.cache_dir)
-    return _loaded(load_bundle(folder), version, settings.source, settings)
+    return _loaded(load_bundle(folder), version, settings.source, settings, store)
 
 
 def target_version(settings: ServingSettings) -> str:
@@ -55,9 +57,16 @@ def _registry_version(name: str, alias: str, uri: str, tracking_uri: str | None)
                             "a model with `feed train --data DIR`, or serve a folder with --bundle DIR") from exc
 
 
-def _loaded(bundle: Bundle, version: str, source: str, settings: ServingSettings) -> LoadedModel:
-    """Wrap a bundle into a service."""
-    return LoadedModel(FeedService(bundle, settings.feed_config(), version), version, source)
+def _loaded(bundle: Bundle, version: str, source: str, settings: ServingSettings,
+            store: EventStore | None) -> LoadedModel:
+    """Wrap a bundle into a service: with a store, over its catalog and with real-time user state."""
+    if store is None:
+        return LoadedModel(FeedService(bundle, settings.feed_config(), version), version, source)
+    current = store.catalog()
+    catalog = extend_catalog(bundle.catalog, current.videos, current.products)
+    live = LiveUsers(bundle, catalog, store, settings.live_cache_size)
+    service = FeedService(bundle, settings.feed_config(), version, catalog, live, store.follows_of)
+    return LoadedModel(service, version, source)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str]:

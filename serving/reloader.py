@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from feed.errors import FeedError
+from feed.live import extend_catalog
+from feed.store.store import EventStore
 from serving.model_source import LoadedModel, load_model, target_version
 from serving.settings import ServingSettings
 
@@ -31,9 +33,11 @@ class ReloadResult:
 class ModelHolder:
     """The model currently served, and the one-at-a-time reload that replaces it."""
 
-    def __init__(self, settings: ServingSettings, model: LoadedModel) -> None:
-        self.settings = settings
+    def __init__(self, settings: ServingSettings, model: LoadedModel, store: EventStore | None = None,
+                 catalog_seq: int = 0) -> None:
+        self.settings, self.store = settings, store
         self.current = model
+        self.catalog_seq = catalog_seq  # the store's catalog high-water mark the current model has seen
         self.last_error: str | None = None
         self.last_check: datetime | None = None
         self._lock = asyncio.Lock()
@@ -49,10 +53,11 @@ class ModelHolder:
             if target == self.current.version and not force:
                 return ReloadResult("unchanged", self.current.version, target)
             try:
-                model = await asyncio.to_thread(load_model, self.settings)
+                seq = await asyncio.to_thread(self._catalog_seq)
+                model = await asyncio.to_thread(load_model, self.settings, self.store)
             except FeedError as exc:
                 return self._refused(str(exc), target)
-            self.current, self.last_error = model, None
+            self.current, self.last_error, self.catalog_seq = model, None, seq
             log.info("now serving %s", model.version)
             return ReloadResult("reloaded", model.version, target)
 
@@ -67,3 +72,30 @@ class ModelHolder:
         while True:
             await asyncio.sleep(interval_s)
             await self.reload()
+
+    def _catalog_seq(self) -> int:
+        """The store's current catalog high-water mark (0 without a store)."""
+        return self.store.catalog_since(2**62)[3] if self.store else 0
+
+    async def refresh_catalog(self) -> int:
+        """Lay catalog changes made since the last look over the serving model; returns how many rows changed."""
+        if self.store is None:
+            return 0
+        async with self._lock:
+            videos, products, _, seq = await asyncio.to_thread(self.store.catalog_since, self.catalog_seq)
+            changed = len(videos) + len(products)
+            if changed:
+                service = self.current.service
+                catalog = extend_catalog(service.catalog, videos, products)
+                self.current = replace(self.current, service=await asyncio.to_thread(service.with_catalog, catalog))
+            self.catalog_seq = seq
+            return changed
+
+    async def watch_catalog(self, interval_s: float) -> None:
+        """Pick up catalog changes (from any replica) every `interval_s` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh_catalog()
+            except FeedError as exc:
+                log.error("catalog refresh failed: %s", exc)

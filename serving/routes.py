@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 
-from serving.deps import AdminDep, HolderDep, ModelDep
+from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
+from serving.metrics import render
 from serving.schemas import FeedOut, Health, Ready, ReloadOut
 
 router = APIRouter()
@@ -42,9 +44,30 @@ def user_feed(
     user_id: UserId,
     model: ModelDep,
     response: Response,
+    request: Request,
+    counters: CountersDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Number of items, 1–100.")] = 20,
 ) -> FeedOut:
-    """The user's ranked feed of creator videos; an unknown user gets a popularity feed, never an error."""
+    """The user's ranked feed of creator videos; an unknown user gets a popularity feed, never an error.
+
+    With an event store, the user's events since training refresh their vectors and filters, and the page's
+    items are logged as impressions (off the request path)."""
     feed = model.service.feed(user_id, limit)
+    impressions = request.app.state.impressions
+    if impressions is not None:
+        impressions.offer(feed)
+    counters.add(feeds_served=1)
     response.headers["X-Model-Version"] = model.version
     return FeedOut.from_feed(feed)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
+def metrics(holder: HolderDep, counters: CountersDep, request: Request) -> str:
+    """Counters and gauges in the Prometheus text format."""
+    impressions = request.app.state.impressions
+    logged = vars(impressions.stats) if impressions is not None else {}
+    live = holder.current.service.live
+    gauges = {"live_cache_hits": live.hits if live else 0, "live_cache_misses": live.misses if live else 0,
+              "catalog_videos": len(holder.current.service.catalog.videos), "catalog_seq": holder.catalog_seq}
+    return render({**counters.values(), **{f"impression_{k}": v for k, v in logged.items()}}, gauges,
+                  {"version": holder.current.version})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 
 def feed(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "feed.cli", *args], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "FEED_SERVE_STORE_URL": ""}  # no event store unless a test asks for one
+    return subprocess.run([sys.executable, "-m", "feed.cli", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
 
 
 def test_help_lists_every_packages_commands():

@@ -47,8 +47,10 @@ def validate(data: Path) -> None:
 
 
 @click.command()
-@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Dataset folder (events + optional catalog, CSV or Parquet).")
+@click.option("--store", "store_url", help="Train on what the service collected: an event store URL "
+              "(exported next to the bundle, then read like --data).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="YAML config (see configs/train.yaml for every key).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts/bundle"), show_default=True,
@@ -58,12 +60,18 @@ def validate(data: Path) -> None:
               help="Override one config key, e.g. --set als.factors=32 (repeatable).")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow or register the model.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def train(data: Path, config_path: Path | None, out: Path, tracking_uri: str | None, sets: tuple[str, ...],
-          no_track: bool, quiet: bool) -> None:
+def train(data: Path | None, store_url: str | None, config_path: Path | None, out: Path, tracking_uri: str | None,
+          sets: tuple[str, ...], no_track: bool, quiet: bool) -> None:
     """Train ALS for videos, creators and products; evaluate; write a bundle; register it in MLflow."""
     from training.config import dotted, load_config
     from training.pipeline import run_training
 
+    if (data is None) == (store_url is None):
+        raise click.UsageError("give exactly one of --data DIR and --store URL")
+    if store_url is not None:
+        data = Path(f"{out}.data")
+        export_store(store_url, None, data)
+        click.echo(f"exported the store to {data}", err=True)
     overrides = dotted(parse_sets(sets))
     if tracking_uri:
         overrides.setdefault("mlflow", {})["tracking_uri"] = tracking_uri
@@ -266,3 +274,33 @@ def tune(data: Path, split_spec: str, trials: int, metric: str, no_weights: bool
     write_config(result.best_config, out, f"best of {trials} trials by validation {metric} = "
                  f"{result.best_value:.4f} on {data} ({split.description})")
     click.echo(f"best validation {metric} {result.best_value:.4f}; config written to {out}")
+
+
+@click.group()
+def events() -> None:
+    """Read what the service collected in its event store."""
+
+
+@events.command()
+@click.option("--store", "store_url", required=True, help="Event store URL (e.g. sqlite:///.feed/store.db).")
+@click.option("--since", help="Only events at or after this ISO date/time (UTC); default: all.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to write.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+def export(store_url: str, since: str | None, out: Path, fmt: str) -> None:
+    """Write the store's events (and its catalog) as a dataset folder that `feed train` reads."""
+    from feed.splits import parse_date
+
+    dataset = export_store(store_url, parse_date(since) if since else None, out, fmt)
+    click.echo(f"wrote {len(dataset.events):,} events to {out}")
+
+
+def export_store(store_url: str, since: object, out: Path, fmt: str = "parquet") -> object:
+    """The store's events since a time, with its catalog, written to `out` as a dataset folder."""
+    from feed.store.store import EventStore
+
+    store = EventStore(store_url)
+    try:
+        store.check()
+        return store.export(out, since, fmt)
+    finally:
+        store.close()

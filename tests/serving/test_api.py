@@ -15,7 +15,7 @@ from serving.settings import ServingSettings
 
 @pytest.fixture(scope="module")
 def client(small_bundle_dir):
-    with TestClient(create_app(ServingSettings(bundle=small_bundle_dir))) as client:
+    with TestClient(create_app(ServingSettings(bundle=small_bundle_dir, store_url=""))) as client:
         yield client
 
 
@@ -60,7 +60,7 @@ def test_a_corrupted_bundle_refuses_to_start(small_bundle_dir, tmp_path):
     shutil.copytree(small_bundle_dir, broken)
     (broken / "factors_video.npz").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="factors_video.npz"):
-        with TestClient(create_app(ServingSettings(bundle=broken))):
+        with TestClient(create_app(ServingSettings(bundle=broken, store_url=""))):
             pass
 
 
@@ -80,7 +80,7 @@ def test_admin_reload_swaps_a_rewritten_bundle_folder(small_bundle_dir, tmp_path
 
     folder = tmp_path / "bundle"
     shutil.copytree(small_bundle_dir, folder)
-    settings = ServingSettings(bundle=folder, reload_interval_s=0, admin_token="t")
+    settings = ServingSettings(bundle=folder, reload_interval_s=0, admin_token="t", store_url="")
     headers = {"Authorization": "Bearer t"}
     with TestClient(create_app(settings)) as client:
         before = client.get("/readyz").json()["model_version"]

@@ -86,7 +86,8 @@ def server(small_bundle_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = register(small_bundle_dir, uri)
     port = free_port()
-    env = {**os.environ, "FEED_SERVE_ADMIN_TOKEN": TOKEN, "FEED_SERVE_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "FEED_SERVE_ADMIN_TOKEN": TOKEN, "FEED_SERVE_CACHE_DIR": str(tmp_path / "cache"),
+           "FEED_SERVE_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "feed.cli", "serve", "--tracking-uri", uri, "--port", str(port),
                              "--no-sample", "--reload-interval", "0.5", "--log-level", "warning"],

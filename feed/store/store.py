@@ -1,0 +1,384 @@
+"""The event store: events, catalog and impressions in SQLite (embedded) or PostgreSQL (several replicas).
+
+SQLAlchemy Core only. Times are epoch-ms integers in the database and canonical pandas dtypes at this
+boundary (`feed.store.frames`). Every write is one transaction, committed before the method returns. The schema
+is built only by the Alembic migrations (`upgrade`); the other methods expect a database at head.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.dialects import postgresql, sqlite
+
+from feed.errors import FeedError
+from feed.io import load_dataset, write_dataset
+from feed.schema import COLUMNS, Column, Dataset
+from feed.store import tables
+from feed.store.driver import (
+    WRITE_OPTION,
+    configure_sqlite,
+    execute_many,
+    fetch_frame,
+    insert_sql,
+)
+from feed.store.exporting import unknown_references
+from feed.store.frames import from_rows, to_epoch_ms, to_rows, with_schema_columns
+from feed.validation import derive_event_ids
+
+__all__ = ["MIGRATIONS", "VERSION_TABLE", "EventStore", "InsertResult", "StoreError", "migration_config"]
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Not Alembic's default name: MLflow keeps its own `alembic_version`, and both may share one database.
+VERSION_TABLE = "feed_alembic_version"
+UPGRADE_HINT = "run `feed db upgrade`"
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for another one before failing
+CACHE_KIB = 65_536  # SQLite page cache per connection (default 2 MiB): index pages of a 1M-event log stay hot
+MIGRATION_LOCK = 0x66656564_5F6462  # PostgreSQL advisory lock key held by `upgrade` (ASCII 'feed_db')
+IMPRESSION_COLUMNS = ("request_id", "user_id", "position", "video_id", "source", "ts")
+# Alembic's `context` is one global per process, so two threads must not run migrations at once (even on two
+# databases); the database locks in `upgrade` order processes and threads on the same database.
+_ALEMBIC_RUNS = threading.Lock()
+
+
+class StoreError(FeedError):
+    """The event store is unreachable, not migrated, or refused a write; names the URL (password masked)."""
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    """How many events of a batch were new, and how many were already stored (or repeated in the batch)."""
+
+    inserted: int
+    duplicates: int
+
+
+def migration_config(url: str | None = None, connection: sa.Connection | None = None) -> Config:
+    """An Alembic config for the store's migrations (no alembic.ini): over `connection`, else to `url`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_table", VERSION_TABLE)
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser interpolates '%'
+    config.attributes["connection"] = connection
+    return config
+
+
+class EventStore:
+    """Events, catalog and impressions in one database chosen by URL (sqlite:///… or postgresql+psycopg://…)."""
+
+    def __init__(self, url: str) -> None:
+        """Create the engine only: nothing is connected or created until a method needs it."""
+        self._engine = _create_engine(url)
+        self.url = self._engine.url.render_as_string(hide_password=True)
+        self._postgres = self._engine.dialect.name == "postgresql"
+
+    def __repr__(self) -> str:
+        return f"EventStore({self.url!r})"
+
+    # --- schema -------------------------------------------------------------------------------------------
+
+    def upgrade(self) -> str:
+        """Migrate to the newest revision and return it (a no-op at head; concurrent callers take turns)."""
+        if not self._postgres and (path := self._engine.url.database) not in (None, "", ":memory:"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # only upgrade creates a new database
+        with self._errors("upgrade"), self._transaction(write=True) as conn:
+            if self._postgres:  # released at commit; on SQLite, BEGIN IMMEDIATE already makes writers take turns
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            with _ALEMBIC_RUNS:
+                command.upgrade(migration_config(connection=conn), "head")
+        return self.revision() or ""
+
+    def revision(self) -> str | None:
+        """The database's current Alembic revision; None for an empty database."""
+        with self._errors("read the schema revision of"), self._engine.connect() as conn:
+            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+    @staticmethod
+    def head() -> str:
+        """The newest revision of the shipped migrations."""
+        return ScriptDirectory.from_config(migration_config()).get_current_head() or ""
+
+    def check(self) -> None:
+        """Raise StoreError unless the database is reachable and at the newest revision."""
+        current, head = self.revision(), self.head()
+        if current == head:
+            return
+        if current is not None and current not in _known_revisions():
+            raise StoreError(f"the event store at {self.url} is at revision {current}, which this version of "
+                             f"feed does not know (expected {head}): newer code migrated it; upgrade feed")
+        found = "has no schema" if current is None else f"is at revision {current}"
+        raise StoreError(f"the event store at {self.url} {found}; expected revision {head}: {UPGRADE_HINT} "
+                         "with this URL to migrate it")
+
+    # --- events -------------------------------------------------------------------------------------------
+
+    def insert_events(self, events: pd.DataFrame) -> InsertResult:
+        """Store a canonical events batch in one transaction; known event_ids (and repeats) are skipped."""
+        names, rows = to_rows(_unique_events(events), "events", received_at=int(time.time() * 1000))
+        inserted = 0
+        if rows:
+            with self._errors("insert events into"), self._transaction(write=True) as conn:
+                inserted = execute_many(conn, insert_sql(conn, tables.events, names, skip_key="event_id"), rows)
+        return InsertResult(inserted=inserted, duplicates=len(events) - inserted)
+
+    def events(self, since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Every event with since <= ts < until (either bound optional), canonical, in (ts, seq) order."""
+        return self._read_events(_ts_range(_select_events(), since, until))
+
+    def user_events(self, user_id: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+        """One user's events with ts >= since (all when None), canonical, in (ts, seq) order."""
+        return self._read_events(_ts_range(_select_events().where(tables.events.c.user_id == user_id), since))
+
+    def user_seq(self, user_id: str) -> int:
+        """The highest seq among the user's events (0 when none): it changes whenever the user acts."""
+        seq = tables.events.c.seq
+        stmt = sa.select(sa.func.coalesce(sa.func.max(seq), 0)).where(tables.events.c.user_id == user_id)
+        with self._errors("read from"), self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    # --- catalog ------------------------------------------------------------------------------------------
+
+    def upsert_videos(self, videos: pd.DataFrame) -> int:
+        """Insert or update videos by video_id; returns how many rows were new or changed.
+
+        Like every upsert: an existing row changes only in the columns the frame has (a frame of video_id and
+        title renames videos and keeps the rest); a new row gets NULL for the columns the frame lacks.
+        """
+        return self._upsert(tables.videos, "videos", videos, ["video_id"])
+
+    def upsert_products(self, products: pd.DataFrame) -> int:
+        """Insert or update products by product_id; returns how many rows were new or changed."""
+        return self._upsert(tables.products, "products", products, ["product_id"])
+
+    def upsert_follows(self, follows: pd.DataFrame) -> int:
+        """Insert, update or restore follows by (user_id, creator_id); returns how many were new or changed."""
+        return self._upsert(tables.follows, "follows", follows, ["user_id", "creator_id"], deleted=False)
+
+    def delete_follow(self, user_id: str, creator_id: str) -> bool:
+        """Unfollow (kept as a tombstone that catalog_since reports); False when there was no such follow."""
+        t = tables.follows
+        with self._errors("delete a follow in"), self._transaction(write=True) as conn:
+            stamp = _next_catalog_seq(conn)
+            done = conn.execute(t.update().where(t.c.user_id == user_id, t.c.creator_id == creator_id,
+                                                 ~t.c.deleted).values(deleted=True, catalog_seq=stamp))
+            return done.rowcount > 0
+
+    def catalog_since(self, seq: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+        """Videos, products and follows changed after catalog mark `seq`, and the new mark (one snapshot).
+
+        The follows frame has an extra bool column `deleted`; its True rows are unfollows.
+        """
+        with self._errors("read the catalog of"), self._transaction(snapshot=True) as conn:
+            mark = int(conn.execute(sa.select(tables.catalog_counter.c.value)).scalar_one())
+            videos, products, follows = (self._read_table(conn, t, name, t.c.catalog_seq > seq, extra)
+                                         for t, name, extra in _CATALOG)
+        return videos, products, follows, mark
+
+    def catalog(self) -> Dataset:
+        """The whole catalog as a Dataset with no events; a table without rows is None."""
+        with self._errors("read the catalog of"), self._transaction(snapshot=True) as conn:
+            return self._catalog(conn, from_rows("events", []))
+
+    def follows_of(self, user_id: str) -> list[str]:
+        """The creator ids the user follows, sorted."""
+        t = tables.follows
+        stmt = sa.select(t.c.creator_id).where(t.c.user_id == user_id, ~t.c.deleted).order_by(t.c.creator_id)
+        with self._errors("read from"), self._engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def merchant_of(self, product_id: str) -> str | None:
+        """The merchant that sells a product; None when the product is unknown or has no merchant."""
+        t = tables.products
+        stmt = sa.select(t.c.merchant_id).where(t.c.product_id == product_id)
+        with self._errors("read from"), self._engine.connect() as conn:
+            return conn.execute(stmt).scalar_one_or_none()
+
+    # --- impressions, counts, export ----------------------------------------------------------------------
+
+    def log_impressions(self, rows: pd.DataFrame) -> int:
+        """Append served feed rows (request_id, user_id, position, video_id, source, ts) in one transaction."""
+        params = _impression_rows(rows)
+        if params:
+            with self._errors("log impressions in"), self._transaction(write=True) as conn:
+                execute_many(conn, insert_sql(conn, tables.impressions, IMPRESSION_COLUMNS), params)
+        return len(params)
+
+    def count(self, table: str) -> int:
+        """The number of rows of one table (follows: live ones, not unfollow tombstones)."""
+        if table not in tables.COUNTED:
+            raise ValueError(f"unknown table {table!r}; expected one of {', '.join(tables.COUNTED)}")
+        t = tables.COUNTED[table]
+        stmt = sa.select(sa.func.count()).select_from(t)
+        with self._errors("count rows in"), self._engine.connect() as conn:
+            return int(conn.execute(stmt.where(~t.c.deleted) if table == "follows" else stmt).scalar_one())
+
+    def export(self, folder: Path, since: pd.Timestamp | None = None, fmt: str = "parquet") -> Dataset:
+        """Write the events with ts >= since (all when None) and the whole catalog as a dataset folder.
+
+        Returns the folder loaded back with `feed.io.load_dataset`. Raises StoreError, before writing anything,
+        when no event is selected or when an event or video names an id the catalog lacks (the ids are
+        listed: exporting never drops catalog tables to make the dataset valid).
+        """
+        with self._errors("export"), self._transaction(snapshot=True) as conn:
+            dataset = self._catalog(conn, fetch_frame(conn, _ts_range(_select_events(), since), "events"))
+        window = "" if since is None else f" since {since}"
+        if dataset.events.empty:
+            raise StoreError(f"the event store at {self.url} has no events{window}; nothing to export to {folder}")
+        if problems := unknown_references(dataset):
+            raise StoreError(f"cannot export the event store at {self.url}{window} to {folder}: "
+                             f"{'; '.join(problems)}; upsert the missing catalog rows, then export again")
+        write_dataset(dataset, Path(folder), fmt)
+        return load_dataset(Path(folder))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    # --- internals ----------------------------------------------------------------------------------------
+
+    def _upsert(self, t: sa.Table, name: str, frame: pd.DataFrame, key: list[str], **constant: object) -> int:
+        """Insert-or-update the rows whose content changed, stamping them with one new catalog_seq."""
+        names, rows = to_rows(frame.drop_duplicates(subset=key, keep="last"), name, **constant)
+        if not rows:
+            return 0
+        stmt = (postgresql.insert if self._postgres else sqlite.insert)(t)
+        given = {*frame.columns, *constant}
+        data = [c.name for c in t.columns if c.name in given and c.name not in (*key, "catalog_seq")]
+        changed = sa.or_(sa.false(), *(t.c[c].is_distinct_from(stmt.excluded[c]) for c in data))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key, set_={c: stmt.excluded[c] for c in [*data, "catalog_seq"]}, where=changed)
+        with self._errors(f"upsert {name} into"), self._transaction(write=True) as conn:
+            stamp = _next_catalog_seq(conn)
+            params = [dict(zip(names, row), catalog_seq=stamp) for row in rows]
+            return len(conn.execute(stmt.returning(t.c[key[0]]), params).all())
+
+    def _catalog(self, conn: sa.Connection, events: pd.DataFrame) -> Dataset:
+        """A Dataset of `events` and the full catalog tables (None when empty), read over `conn`."""
+        frames = {name: self._read_table(conn, t, name, ~t.c.deleted if name == "follows" else sa.true())
+                  for t, name, _ in _CATALOG}
+        return Dataset(events=events, **{name: f if len(f) else None for name, f in frames.items()})
+
+    @staticmethod
+    def _read_table(conn: sa.Connection, t: sa.Table, name: str, where: sa.ColumnElement[bool],
+                    extra: tuple[Column, ...] = ()) -> pd.DataFrame:
+        """Canonical rows of a catalog table matching `where` (plus `extra` columns), in key order."""
+        columns = [sa.cast(col, sa.Integer).label(col.name) if isinstance(col.type, sa.Boolean) else col
+                   for col in [t.c[c.name] for c in (*COLUMNS[name], *extra)]]
+        return fetch_frame(conn, sa.select(*columns).where(where).order_by(*t.primary_key.columns), name, extra)
+
+    def _read_events(self, stmt: sa.Select) -> pd.DataFrame:
+        """Canonical events of a select over the events table."""
+        with self._errors("read events from"), self._transaction() as conn:
+            return fetch_frame(conn, stmt, "events")
+
+    @contextmanager
+    def _transaction(self, write: bool = False, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """One transaction: `write` takes SQLite's write lock up front, `snapshot` reads one consistent state."""
+        with self._engine.connect() as conn:
+            if snapshot and self._postgres:  # SQLite's read transactions are snapshots already (WAL)
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            conn.execution_options(**{WRITE_OPTION: write})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn driver errors into StoreError naming the URL (password masked) and what to do."""
+        dbapi = self._engine.dialect.loaded_dbapi
+        try:
+            yield
+        except (sa.exc.IntegrityError, dbapi.IntegrityError) as exc:
+            raise StoreError(f"could not {action} the event store at {self.url}: the database rejected the "
+                             f"batch, so nothing was stored: {_reason(exc)}") from exc
+        except (sa.exc.DBAPIError, dbapi.Error) as exc:
+            raise StoreError(f"could not {action} the event store at {self.url}: {_reason(exc)}; check that the "
+                             f"database is reachable, then {UPGRADE_HINT} if its schema is missing or old") from exc
+
+
+_CATALOG = ((tables.videos, "videos", ()), (tables.products, "products", ()),
+            (tables.follows, "follows", (Column("deleted", "bool", True),)))
+
+
+def _create_engine(url: str) -> sa.Engine:
+    """An engine for a sqlite or postgresql URL; SQLite connections get WAL, FULL sync, FKs, a busy timeout."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise StoreError("cannot parse the event store URL; expected sqlite:///path/to/feed.db or "
+                         "postgresql+psycopg://user@host:5432/db") from exc
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # the driver the project installs
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported event store {parsed.render_as_string(hide_password=True)}; "
+                         "expected a sqlite:/// or postgresql+psycopg:// URL")
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    return configure_sqlite(sa.create_engine(parsed), busy_timeout_ms=BUSY_TIMEOUT_MS, cache_kib=CACHE_KIB)
+
+
+def _known_revisions() -> set[str]:
+    """Every revision of the shipped migrations."""
+    return {script.revision for script in ScriptDirectory.from_config(migration_config()).walk_revisions()}
+
+
+def _next_catalog_seq(conn: sa.Connection) -> int:
+    """Advance the global catalog counter; its row lock also makes PostgreSQL catalog writers take turns."""
+    t = tables.catalog_counter
+    return int(conn.execute(t.update().values(value=t.c.value + 1).returning(t.c.value)).scalar_one())
+
+
+def _select_events() -> sa.Select:
+    """SELECT of the events table's schema columns."""
+    return sa.select(*(tables.events.c[c.name] for c in COLUMNS["events"]))
+
+
+def _ts_range(stmt: sa.Select, since: pd.Timestamp | None, until: pd.Timestamp | None = None) -> sa.Select:
+    """An events select restricted to since <= ts < until (a naive bound means UTC), in (ts, seq) order."""
+    ts = tables.events.c.ts
+    if since is not None:
+        stmt = stmt.where(ts >= to_epoch_ms(pd.Series([since]))[0])
+    if until is not None:
+        stmt = stmt.where(ts < to_epoch_ms(pd.Series([until]))[0])
+    return stmt.order_by(ts, tables.events.c.seq)
+
+
+def _unique_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The batch with blank event_ids derived from the row (as feed.io does) and repeats of an id dropped."""
+    frame = with_schema_columns(events, "events")
+    missing = frame["event_id"].isna()
+    if missing.any():
+        frame = frame.assign(event_id=frame["event_id"].fillna(derive_event_ids(frame[missing])))
+    return frame[~frame["event_id"].duplicated()]
+
+
+def _impression_rows(rows: pd.DataFrame) -> list[tuple]:
+    """Driver rows for the impressions table, in IMPRESSION_COLUMNS order (times as epoch ms)."""
+    absent = [c for c in IMPRESSION_COLUMNS if c not in rows.columns]
+    if absent:
+        raise ValueError(f"impressions frame lacks column(s) {', '.join(absent)}; expected "
+                         f"{', '.join(IMPRESSION_COLUMNS)}")
+    try:
+        columns = [pa.array(rows[c], type=pa.int64() if c == "position" else pa.string(), from_pandas=True
+                            ).to_pylist() for c in IMPRESSION_COLUMNS[:-1]]
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"impressions frame: {exc}; expected text ids, an integer position") from exc
+    return list(zip(*columns, to_epoch_ms(rows["ts"])))
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's message on one line, without SQLAlchemy's statement and parameter dump."""
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:500]
