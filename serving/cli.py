@@ -48,7 +48,10 @@ def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     if sample:
         threading.Thread(target=_print_when_up, args=(server, app, settings), daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: a normal stop
+        pass
     if not server.started:
         sys.exit(3)
 

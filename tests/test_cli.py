@@ -83,3 +83,26 @@ def test_promote_and_rollback_from_the_shell(small_bundle_dir, tmp_path):
     assert out.returncode == 0 and "version 3" in out.stdout
     out = feed("promote", "--rollback", "--tracking-uri", uri)
     assert out.returncode == 0 and "version 1" in out.stdout
+
+
+def test_the_store_loop_db_load_export_and_train_from_the_store(small_world_dir, tmp_path):
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    out = feed("db", "upgrade", "--store", store)
+    assert out.returncode == 0 and "revision" in out.stdout, out.stderr
+    out = feed("db", "load", "--store", store, "--data", str(small_world_dir), "--with-events")
+    assert out.returncode == 0 and "events:" in out.stdout, out.stderr
+    out = feed("events", "export", "--store", store, "--since", "2026-01-10", "--out", str(tmp_path / "recent"))
+    assert out.returncode == 0, out.stderr
+    assert feed("validate", str(tmp_path / "recent")).returncode == 0
+    out = feed("train", "--store", store, "--out", str(tmp_path / "bundle"), "--no-track", "--quiet",
+               "--set", "als.iterations=3")
+    assert out.returncode == 0 and (tmp_path / "bundle" / "manifest.json").is_file(), out.stderr
+    out = feed("train", "--store", store, "--data", str(small_world_dir), "--no-track")
+    assert out.returncode == 2 and "exactly one" in out.stderr
+
+
+def test_exporting_an_empty_store_says_so(tmp_path):
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    feed("db", "upgrade", "--store", store)
+    out = feed("events", "export", "--store", store, "--out", str(tmp_path / "x"))
+    assert out.returncode == 1 and "no events" in out.stderr

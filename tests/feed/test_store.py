@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,34 +41,7 @@ def sample() -> Dataset:
     return load_dataset(SAMPLE)
 
 
-@pytest.fixture(scope="module")
-def postgres_schemas() -> Iterator[Callable[[], str]]:
-    """A factory of URLs, each on a new schema `feed_test_<uuid>`; every schema is dropped at the end."""
-    admin = sa.create_engine(POSTGRES_URL, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        reason = f"PostgreSQL not reachable at {admin.url.render_as_string()}: {' '.join(str(exc.orig).split())}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    created: list[str] = []
-
-    def new_schema() -> str:
-        name = f"feed_test_{uuid.uuid4().hex[:12]}"
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {name}")
-        created.append(name)
-        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={name}"})
-        return url.render_as_string(hide_password=False)
-
-    yield new_schema
-    with admin.begin() as conn:
-        for name in created:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-    admin.dispose()
+# postgres_schemas: the shared fixture in tests/conftest.py (skips, or fails under CI=true, when unreachable)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -149,8 +121,8 @@ def test_two_concurrent_upgrades_both_reach_head(open_store):
     stores[0].check()
 
 
-def test_migrations_build_exactly_the_tables_module(store):
-    engine = sa.create_engine(store._engine.url, poolclass=sa.pool.NullPool)
+def test_migrations_build_exactly_the_tables_module(store, empty_url):
+    engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
@@ -396,6 +368,11 @@ def test_row_conversions_round_trip_canonical_frames(sample, table):
     assert all(value is None or isinstance(value, (str, int, float, bool)) for row in rows for value in row)
     fetched = [tuple(int(v) if isinstance(v, bool) else v for v in row) for row in rows]  # selects read flags as 0/1
     pd.testing.assert_frame_equal(from_rows(table, [fetched[:3], fetched[3:]]), frame)
+
+
+def test_non_canonical_columns_are_named():
+    with pytest.raises(ValueError, match="videos column 'video_id'"):
+        to_rows(pd.DataFrame({"video_id": [1.5], "creator_id": ["c1"]}), "videos")
 
 
 def test_unknown_references_match_what_load_dataset_rejects(sample):
