@@ -56,9 +56,9 @@ def to_rows(frame: pd.DataFrame, table: str, **constant: object) -> tuple[list[s
     """Canonical frame → (column names, one tuple per row) for the driver: schema columns, then `constant`."""
     frame = with_schema_columns(frame, table)
     names = [c.name for c in COLUMNS[table]] + list(constant)
-    columns = [_to_db(frame[c.name], c) for c in COLUMNS[table]]
+    columns = [_column_to_db(frame, table, c) for c in COLUMNS[table]]
     columns += [[value] * len(frame) for value in constant.values()]
-    return names, list(zip(*columns))
+    return names, list(zip(*columns, strict=True))
 
 
 def with_schema_columns(frame: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -84,6 +84,15 @@ def _canonical(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray:
 def _ts(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Epoch-ms integers as UTC millisecond timestamps."""
     return values.cast(_TS_TYPE)
+
+
+def _column_to_db(frame: pd.DataFrame, table: str, column: Column) -> list[object]:
+    """One column of the frame for the driver, or a ValueError naming the column."""
+    try:
+        return _to_db(frame[column.name], column)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"{table} column {column.name!r} is not in its canonical dtype ({exc}); expected "
+                         f"{column.kind} values as feed.io loads them") from exc
 
 
 def _to_db(s: pd.Series, column: Column) -> list[object]:
