@@ -20,7 +20,6 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import httpx  # noqa: E402
-import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from feed.bundle import load_bundle  # noqa: E402

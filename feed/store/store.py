@@ -263,7 +263,7 @@ class EventStore:
             index_elements=key, set_={c: stmt.excluded[c] for c in [*data, "catalog_seq"]}, where=changed)
         with self._errors(f"upsert {name} into"), self._transaction(write=True) as conn:
             stamp = _next_catalog_seq(conn)
-            params = [dict(zip(names, row), catalog_seq=stamp) for row in rows]
+            params = [dict(zip(names, row, strict=True), catalog_seq=stamp) for row in rows]
             return len(conn.execute(stmt.returning(t.c[key[0]]), params).all())
 
     def _catalog(self, conn: sa.Connection, events: pd.DataFrame) -> Dataset:
@@ -376,7 +376,7 @@ def _impression_rows(rows: pd.DataFrame) -> list[tuple]:
                             ).to_pylist() for c in IMPRESSION_COLUMNS[:-1]]
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(f"impressions frame: {exc}; expected text ids, an integer position") from exc
-    return list(zip(*columns, to_epoch_ms(rows["ts"])))
+    return list(zip(*columns, to_epoch_ms(rows["ts"]), strict=True))
 
 
 def _reason(exc: Exception) -> str:

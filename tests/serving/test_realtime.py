@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from feed.bundle import load_bundle
-from feed.store.store import EventStore
 from serving.app import create_app
 from serving.settings import ServingSettings
 
