@@ -80,8 +80,6 @@ def run_training(
     if track:
         with steps.step("logging to MLflow"):
             track_run(result, bundle, config)
-        if result.promotion:
-            steps.console.print(f"  {result.promotion}")
     _print_metrics(steps.console, metrics)
     return result
 
