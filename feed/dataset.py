@@ -13,6 +13,7 @@ from feed.errors import DataError
 from feed.schema import EVENT_TYPES, Dataset
 
 RELATIONS: tuple[str, ...] = ("video", "creator", "product")
+SMALL_LOOKUP = 64  # id lists up to this long are looked up one by one in a dict
 
 
 class IdMap:
@@ -33,7 +34,10 @@ class IdMap:
 
     def rows(self, ids: pd.Series | np.ndarray | list[str]) -> np.ndarray:
         """Row number of each id, -1 where unknown."""
-        return self._index.get_indexer(pd.Index(np.asarray(ids, dtype=object))).astype(np.int64)
+        values = np.asarray(ids, dtype=object)
+        if len(values) <= SMALL_LOOKUP:  # a user's few events: dict lookups beat building a pandas Index
+            return np.fromiter((self.row(v) for v in values), dtype=np.int64, count=len(values))
+        return self._index.get_indexer(pd.Index(values)).astype(np.int64)
 
     def row(self, id_: str) -> int:
         """Row number of one id, -1 where unknown (a dict lookup: this is on the request path)."""

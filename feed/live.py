@@ -150,18 +150,18 @@ class LiveUsers:
         """Vectors and blocked videos from a user's new events (and their training history when row ≥ 0)."""
         if events.empty:
             return LiveUser({}, np.zeros(0, dtype=np.int64), 0)
+        weights = event_weights(events, self.catalog, self.weights)  # (n_events,), the same for every relation
         vectors = {name: vector for name in self.bundle.relations
-                   if (vector := self._fold(name, row, events)) is not None}
+                   if (vector := self._fold(name, row, events, weights)) is not None}
         blocked = seen_matrix(events, self.catalog, np.zeros(len(events), dtype=np.int64), 1,
                               self.full_watch_ratio).indices.astype(np.int64)
         return LiveUser(vectors, blocked, len(events))
 
-    def _fold(self, relation: str, row: int, events: pd.DataFrame) -> np.ndarray | None:
+    def _fold(self, relation: str, row: int, events: pd.DataFrame, weights: np.ndarray) -> np.ndarray | None:
         """Fold-in over training history plus new events; None when nothing the model knows was touched."""
         model = self.bundle.relations[relation]
         n_items = model.item_factors.shape[0]
         items = relation_items(events, self.catalog, relation)
-        weights = event_weights(events, self.catalog, self.weights)
         known = (items >= 0) & (items < n_items)  # items added after training have no vector yet
         items, weights = items[known], weights[known]
         if row >= 0:
