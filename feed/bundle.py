@@ -47,6 +47,7 @@ class Bundle:
     popularity: np.ndarray  # (n_videos,) distinct users per video in the training data
     relations: dict[str, RelationModel]
     seen: sp.csr_matrix  # (n_users, n_videos) watched to the end or purchased
+    bought: sp.csr_matrix  # (n_users, n_products) purchased: videos added later for them are hidden too
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,6 +65,7 @@ def write_bundle(bundle: Bundle, folder: Path, manifest: dict[str, Any]) -> Path
     _write_tables(bundle, tmp)
     relations = {name: _write_relation(name, rel, tmp) for name, rel in bundle.relations.items()}
     sp.save_npz(tmp / "seen.npz", bundle.seen.tocsr())
+    sp.save_npz(tmp / "bought.npz", bundle.bought.tocsr())
     files = {p.name: _file_entry(p) for p in sorted(tmp.iterdir())}
     full = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "relations": relations,
             "counts": _counts(bundle), "files": files, "bundle_id": _digest(files)}
@@ -166,7 +168,8 @@ def load_bundle(folder: Path) -> Bundle:
     relations = {name: _read_relation(folder, name, entry, len(users))
                  for name, entry in manifest["relations"].items()}
     seen = _read_sparse(folder / "seen.npz", (len(users), len(catalog.videos)))
-    bundle = Bundle(users, catalog, popularity, relations, seen, manifest)
+    bought = _read_sparse(folder / "bought.npz", (len(users), len(catalog.products)))
+    bundle = Bundle(users, catalog, popularity, relations, seen, bought, manifest)
     _check_counts(bundle, manifest, folder)
     return bundle
 

@@ -178,6 +178,7 @@ class Interactions:
     catalog: Catalog
     matrices: dict[str, sp.csr_matrix]  # relation -> (n_users, n_items)
     seen: sp.csr_matrix  # (n_users, n_videos) 1 where watched to the end or purchased
+    bought: sp.csr_matrix  # (n_users, n_products) 1 where purchased: later videos of these are hidden too
 
 
 def build_interactions(
@@ -197,7 +198,8 @@ def build_interactions(
         shape = (len(users), len(catalog.items(relation)))
         matrices[relation] = interaction_matrix(user_rows, items, w, shape)
     seen = seen_matrix(events, catalog, user_rows, len(users), full_watch_ratio)
-    return Interactions(users=users, catalog=catalog, matrices=matrices, seen=seen)
+    return Interactions(users=users, catalog=catalog, matrices=matrices, seen=seen,
+                        bought=bought_matrix(events, catalog, user_rows, len(users)))
 
 
 def available_relations(catalog: Catalog) -> list[str]:
@@ -222,6 +224,15 @@ def seen_matrix(
                                    (n_users, len(catalog.products)))  # (n_users, n_products)
         matrix = matrix + owned @ product_videos(catalog)
     matrix = sp.csr_matrix(matrix > 0, dtype=np.float32)
+    return matrix
+
+
+def bought_matrix(events: pd.DataFrame, catalog: Catalog, user_rows: np.ndarray, n_users: int) -> sp.csr_matrix:
+    """(n_users, n_products) 1 where the user bought the product."""
+    bought = (events["event"] == "purchase").to_numpy()
+    products = relation_items(events[bought], catalog, "product") if len(catalog.products) else np.zeros(0, int)
+    matrix = interaction_matrix(user_rows[bought], products, np.ones(len(products)), (n_users, len(catalog.products)))
+    matrix.data[:] = 1.0
     return matrix
 
 

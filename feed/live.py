@@ -71,7 +71,9 @@ def _with_products(base: Catalog, products: pd.DataFrame) -> Catalog:
 
 
 def _with_videos(base: Catalog, videos: pd.DataFrame) -> Catalog:
-    """New videos (and creators) appended, known videos updated."""
+    """New videos (and creators) appended, known videos updated; a product not known yet gets a placeholder
+    row (no price, in stock) that its own upsert fills in later, so the link is never lost."""
+    base = _with_product_ids(base, videos["product_id"])
     creators = _appended(base.creators, videos["creator_id"])
     ids = _appended(base.videos, videos["video_id"])
     rows = ids.rows(videos["video_id"].astype(str).to_numpy(dtype=object))
@@ -84,6 +86,17 @@ def _with_videos(base: Catalog, videos: pd.DataFrame) -> Catalog:
     published[rows] = _published(videos)
     return replace(base, videos=ids, creators=creators, video_creator=creator, video_product=product,
                    video_duration_ms=duration, video_published_ms=published)
+
+
+def _with_product_ids(base: Catalog, product_ids: pd.Series) -> Catalog:
+    """Placeholder rows for product ids the catalog does not know yet."""
+    ids = _appended(base.products, product_ids)
+    if len(ids) == len(base.products):
+        return base
+    n = len(ids)
+    return replace(base, products=ids, product_price=_grown(base.product_price, n, np.nan),
+                   product_commission=_grown(base.product_commission, n, np.nan),
+                   product_in_stock=_grown(base.product_in_stock, n, True))
 
 
 def _rows_or_missing(ids: IdMap, values: pd.Series) -> np.ndarray:

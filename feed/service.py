@@ -166,6 +166,9 @@ class FeedService:
         seen_ptr = self.bundle.seen.indptr
         seen = self.bundle.seen.indices[seen_ptr[row]:seen_ptr[row + 1]] if row >= 0 else seen_ptr[:0]
         own = self._by_creator.top(np.array([self.catalog.creators.row(user_id)]), len(self._popular))
+        bought_ptr = self.bundle.bought.indptr
+        bought = self.bundle.bought.indices[bought_ptr[row]:bought_ptr[row + 1]] if row >= 0 else bought_ptr[:0]
+        own = np.concatenate([own, self._by_product.top(bought.astype(np.int64), len(self._popular))])  # + bought
         excluded = self.catalog.videos.rows(list(exclude)) if exclude else np.zeros(0, dtype=np.int64)
         live = state.blocked if state else seen_ptr[:0]
         return np.concatenate([seen, live, own, excluded[excluded >= 0], self._hidden]).astype(np.int64)

@@ -7,6 +7,7 @@ them. A write is visible in this replica's feeds before the response returns, in
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from serving.deps import HolderDep, SettingsDep, get_store
 from serving.ingest import FollowIn, ProductIn, VideoIn, follow_frame, product_frame, video_frame
 
 router = APIRouter(tags=["catalog"])
+log = logging.getLogger("serving.catalog")
 StoreDep = Annotated[EventStore, Depends(get_store)]
 ItemId = Annotated[str, Path(min_length=1, max_length=128)]
 
@@ -61,26 +63,63 @@ class Written(BaseModel):
 @router.put("/v1/products/{product_id}", response_model=Written)
 async def put_product(product_id: ItemId, body: ProductIn, writer: WriterDep, store: StoreDep,
                       holder: HolderDep) -> Written:
-    """Create or update a product (a merchant may write only its own)."""
+    """Create or update a product (a merchant may create products, and update only its own)."""
     if writer.merchant_id is not None:
-        owner = await run_in_threadpool(store.merchant_of, product_id)
-        if body.merchant_id != writer.merchant_id or owner not in (None, writer.merchant_id):
-            raise HTTPException(403, detail=f"merchant {writer.merchant_id} may only write its own products")
+        await _check_product(writer.merchant_id, product_id, body.merchant_id, store, holder)
     await _write(store.upsert_products, product_frame(product_id, body))
-    await holder.refresh_catalog()
+    await _refresh(holder)
     return Written(id=product_id, catalog_seq=holder.catalog_seq)
 
 
 @router.put("/v1/videos/{video_id}", response_model=Written)
 async def put_video(video_id: ItemId, body: VideoIn, writer: WriterDep, store: StoreDep, holder: HolderDep) -> Written:
-    """Create or update a video; it is in feeds (through its creator, product, followers, fresh slot) at once."""
+    """Create or update a video; it is in feeds (through its creator, product, followers, fresh slot) at once.
+
+    An update without `published_at` keeps the original publication time (an edit is not new content)."""
+    stored = await _read(store.video_row, video_id)
     if writer.merchant_id is not None:
-        owner = await run_in_threadpool(store.merchant_of, body.product_id) if body.product_id else None
-        if owner != writer.merchant_id:
-            raise HTTPException(403, detail=f"merchant {writer.merchant_id} may only write videos of its products")
-    await _write(store.upsert_videos, video_frame(video_id, body, int(time.time() * 1000)))
-    await holder.refresh_catalog()
+        await _check_video(writer.merchant_id, video_id, body.product_id, stored, store, holder)
+    published = body.published_at or (stored or {}).get("published_at") or _model_published(holder, video_id)
+    await _write(store.upsert_videos, video_frame(video_id, body, published or int(time.time() * 1000)))
+    await _refresh(holder)
     return Written(id=video_id, catalog_seq=holder.catalog_seq)
+
+
+async def _check_product(merchant: str, product_id: str, claimed: str, store: EventStore, holder: object) -> None:
+    """403 unless the merchant names itself and the product is new or already theirs."""
+    known, owner = await _read(store.product_owner, product_id)
+    in_model = holder.current.service.catalog.products.row(product_id) >= 0
+    if claimed != merchant or (known and owner != merchant) or (not known and in_model):
+        raise HTTPException(403, detail=f"merchant {merchant} may only write its own products")
+
+
+async def _check_video(merchant: str, video_id: str, product_id: str | None, stored: dict | None,
+                       store: EventStore, holder: object) -> None:
+    """403 unless the video sells one of the merchant's products and, if it exists, already did."""
+    sells_own = product_id is not None and await _read(store.product_owner, product_id) == (True, merchant)
+    if stored is not None:
+        previous = stored.get("product_id")
+        sells_own &= previous is not None and await _read(store.product_owner, previous) == (True, merchant)
+    elif holder.current.service.catalog.videos.row(video_id) >= 0:
+        sells_own = False  # videos the model was trained on belong to the admin until the store has them
+    if not sells_own:
+        raise HTTPException(403, detail=f"merchant {merchant} may only write videos of its own products")
+
+
+def _model_published(holder: object, video_id: str) -> int | None:
+    """The serving catalog's publication time of a video (epoch ms), None when unknown."""
+    catalog = holder.current.service.catalog
+    row = catalog.videos.row(video_id)
+    value = catalog.video_published_ms[row] if row >= 0 else float("nan")
+    return None if value != value else int(value)
+
+
+async def _refresh(holder: object) -> None:
+    """Show the write in this replica now; if that fails the write stands and the watcher retries."""
+    try:
+        await holder.refresh_catalog()
+    except Exception:  # the write is committed: the client must not see a failure for it
+        log.exception("catalog refresh after a write failed; the catalog watcher will pick it up")
 
 
 @router.put("/v1/follows", response_model=Written)
@@ -112,3 +151,11 @@ async def _write(method: object, *args: object) -> object:
         return await run_in_threadpool(method, *args)
     except FeedError as exc:
         raise HTTPException(503, detail=f"not written: {exc}", headers={"Retry-After": "1"}) from exc
+
+
+async def _read(method: object, *args: object) -> object:
+    """Run a store read off the event loop; store failures are 503 with Retry-After."""
+    try:
+        return await run_in_threadpool(method, *args)
+    except FeedError as exc:
+        raise HTTPException(503, detail=f"store unavailable: {exc}", headers={"Retry-After": "1"}) from exc

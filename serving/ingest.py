@@ -7,6 +7,7 @@ produce identical frames (and derived event ids).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -136,7 +137,12 @@ class VideoIn(BaseModel):
     @field_validator("published_at")
     @classmethod
     def _time(cls, value: int | str | None) -> int | None:
-        return None if value is None else epoch_ms(value)
+        if value is None:
+            return None
+        ms = epoch_ms(value)
+        if ms > (time.time() + 86_400) * 1000:  # a future date would hold the fresh slot for ever
+            raise ValueError("published_at is more than a day in the future")
+        return ms
 
 
 class ProductIn(BaseModel):
@@ -171,12 +177,12 @@ def _ms_to_ts(values: list[int | None]) -> pd.Series:
     return pd.to_datetime(pd.Series(values, dtype="float64"), unit="ms", utc=True).astype("datetime64[ms, UTC]")
 
 
-def video_frame(video_id: str, body: VideoIn, now_ms: int) -> pd.DataFrame:
-    """A one-row canonical videos frame."""
+def video_frame(video_id: str, body: VideoIn, published_ms: int) -> pd.DataFrame:
+    """A one-row canonical videos frame published at `published_ms`."""
     return pd.DataFrame({
         "video_id": pd.Series([video_id], dtype="str"), "creator_id": pd.Series([body.creator_id], dtype="str"),
         "product_id": pd.Series([body.product_id], dtype="str"),
-        "published_at": _ms_to_ts([body.published_at if body.published_at is not None else now_ms]),
+        "published_at": _ms_to_ts([published_ms]),
         "duration_ms": pd.Series([body.duration_ms], dtype="float64"),
         "title": pd.Series([body.title], dtype="str"),
     })

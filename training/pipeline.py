@@ -105,7 +105,7 @@ def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, prog
     data = build_interactions(events, catalog, config.weights, config.full_watch_ratio)
     relations = {r: _fit_relation(data, r, config, progress) for r in _relations(data, config)}
     popularity = PopularityRecommender().fit(data.matrices["video"]).item_counts
-    return Bundle(data.users, catalog, popularity, relations, data.seen)
+    return Bundle(data.users, catalog, popularity, relations, data.seen, data.bought)
 
 
 def _fit_relation(data: Interactions, relation: str, config: TrainConfig, progress: bool) -> RelationModel:

@@ -200,12 +200,21 @@ class EventStore:
         with self._errors("read from"), self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
-    def merchant_of(self, product_id: str) -> str | None:
-        """The merchant that sells a product; None when the product is unknown or has no merchant."""
+    def product_owner(self, product_id: str) -> tuple[bool, str | None]:
+        """(whether the store has the product, its merchant or None)."""
         t = tables.products
         stmt = sa.select(t.c.merchant_id).where(t.c.product_id == product_id)
         with self._errors("read from"), self._engine.connect() as conn:
-            return conn.execute(stmt).scalar_one_or_none()
+            row = conn.execute(stmt).first()
+        return (False, None) if row is None else (True, row[0])
+
+    def video_row(self, video_id: str) -> dict[str, object] | None:
+        """A stored video's creator_id, product_id and published_at (epoch ms); None when it is not stored."""
+        t = tables.videos
+        stmt = sa.select(t.c.creator_id, t.c.product_id, t.c.published_at).where(t.c.video_id == video_id)
+        with self._errors("read from"), self._engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else dict(row._mapping)
 
     # --- impressions, counts, export ----------------------------------------------------------------------
 

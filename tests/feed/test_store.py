@@ -386,10 +386,18 @@ def test_unknown_references_match_what_load_dataset_rejects(sample):
     assert "v01" in problems[0] and "p_lipstick" in problems[1] and "event_id p" in problems[2]
 
 
-def test_merchant_of_names_the_seller(store):
+def test_product_owner_and_video_row(store):
     products = pd.DataFrame({"product_id": pd.Series(["p1", "p2"], dtype="str"),
                              "merchant_id": pd.Series(["m1", None], dtype="str"),
                              "category": pd.Series([None, None], dtype="str"), "price": [1.0, 2.0],
                              "commission_rate": [0.1, 0.2], "in_stock": [True, True]})
     store.upsert_products(products)
-    assert store.merchant_of("p1") == "m1" and store.merchant_of("p2") is None and store.merchant_of("p9") is None
+    assert store.product_owner("p1") == (True, "m1") and store.product_owner("p2") == (True, None)
+    assert store.product_owner("p9") == (False, None) and store.video_row("v9") is None
+    videos = pd.DataFrame({"video_id": pd.Series(["v1"], dtype="str"), "creator_id": pd.Series(["c1"], dtype="str"),
+                           "product_id": pd.Series(["p1"], dtype="str"),
+                           "published_at": pd.Series(pd.to_datetime([5], unit="ms", utc=True)).astype(
+                               "datetime64[ms, UTC]"),
+                           "duration_ms": [1000.0], "title": pd.Series(["t"], dtype="str")})
+    store.upsert_videos(videos)
+    assert store.video_row("v1") == {"creator_id": "c1", "product_id": "p1", "published_at": 5}

@@ -120,3 +120,58 @@ def test_impressions_are_logged_off_the_request_path(app):
     assert store.count("impressions") == 21
     metrics = client.get("/metrics").text
     assert "feed_impression_impressions_logged_total 21" in metrics and "feed_impression_pages_dropped_total 0" in metrics
+
+
+def test_merchants_cannot_take_over_other_merchants_or_model_rows(app, small_bundle_dir):
+    client, _ = app
+    bundle = load_bundle(small_bundle_dir)
+    trained_product, trained_video = str(bundle.catalog.products.ids[0]), str(bundle.catalog.videos.ids[0])
+    claim = {"merchant_id": "m_new", "price": 1.0, "in_stock": False}
+    assert client.put(f"/v1/products/{trained_product}", json=claim, headers=MERCHANT).status_code == 403
+    assert client.put("/v1/products/p-admin", json={"merchant_id": "m_admin"}, headers=ADMIN).status_code == 200
+    assert client.put("/v1/products/p-admin", json=claim, headers=MERCHANT).status_code == 403
+    assert client.put("/v1/products/p-mine", json={**claim, "in_stock": True}, headers=MERCHANT).status_code == 200
+    mine = {"creator_id": "c9", "product_id": "p-mine", "duration_ms": 1000}
+    assert client.put(f"/v1/videos/{trained_video}", json=mine, headers=MERCHANT).status_code == 403
+    client.put("/v1/videos/v-admins", json={"creator_id": "c1", "product_id": "p-admin"}, headers=ADMIN)
+    assert client.put("/v1/videos/v-admins", json=mine, headers=MERCHANT).status_code == 403
+    assert client.put("/v1/videos/v-mine", json=mine, headers=MERCHANT).status_code == 200
+
+
+def test_an_update_keeps_the_publication_time_and_future_dates_are_refused(app):
+    client, store = app
+    body = {"creator_id": "c1", "duration_ms": 1000, "published_at": "2026-01-05T00:00:00Z"}
+    assert client.put("/v1/videos/v-old", json=body, headers=ADMIN).status_code == 200
+    assert client.put("/v1/videos/v-old", json={"creator_id": "c1", "title": "new title"},
+                      headers=ADMIN).status_code == 200
+    assert store.video_row("v-old")["published_at"] == 1_767_571_200_000
+    future = {"creator_id": "c1", "published_at": "2999-01-01T00:00:00Z"}
+    response = client.put("/v1/videos/v-future", json=future, headers=ADMIN)
+    assert response.status_code == 422 and "future" in response.text
+
+
+def test_new_videos_of_a_product_bought_before_training_stay_hidden(app, small_bundle_dir):
+    client, _ = app
+    bundle = load_bundle(small_bundle_dir)
+    buyer = int(np.flatnonzero(np.diff(bundle.bought.indptr) > 0)[0])
+    user, product = str(bundle.users.ids[buyer]), str(bundle.catalog.products.ids[bundle.bought[buyer].indices[0]])
+    body = {"creator_id": str(bundle.catalog.creators.ids[0]), "product_id": product, "duration_ms": 9000}
+    assert client.put("/v1/videos/v-rebought", json=body, headers=ADMIN).status_code == 200
+    items = client.get(f"/v1/users/{user}/feed", params={"limit": 100}).json()["items"]
+    assert "v-rebought" not in {i["video_id"] for i in items}
+    assert product not in {i["product"]["product_id"] for i in items if i["product"]}
+    assert "v-rebought" in {i["video_id"] for i in client.get("/v1/users/a-stranger/feed").json()["items"]}
+
+
+def test_a_video_keeps_its_product_when_the_product_arrives_later(app):
+    client, _ = app
+    body = {"creator_id": "c-later", "product_id": "p-later", "duration_ms": 9000}
+    assert client.put("/v1/videos/v-early", json=body, headers=ADMIN).status_code == 200
+    item = next(i for i in client.get("/v1/users/someone/feed").json()["items"] if i["video_id"] == "v-early")
+    assert item["product"] == {"product_id": "p-later", "price": None, "commission_rate": None}
+    product = {"merchant_id": "m1", "price": 12.5, "commission_rate": 0.1, "in_stock": False}
+    assert client.put("/v1/products/p-later", json=product, headers=ADMIN).status_code == 200
+    assert "v-early" not in {i["video_id"] for i in client.get("/v1/users/someone/feed").json()["items"]}
+    client.put("/v1/products/p-later", json={**product, "in_stock": True}, headers=ADMIN)
+    item = next(i for i in client.get("/v1/users/someone/feed").json()["items"] if i["video_id"] == "v-early")
+    assert item["product"] == {"product_id": "p-later", "price": 12.5, "commission_rate": 0.1}
