@@ -122,7 +122,8 @@ class LiveUsers:
         self.alpha = float(config.get("als", {}).get("alpha", 1.0))
         self.regularization = float(config.get("als", {}).get("regularization", 0.01))
         end = bundle.manifest.get("data_window", {}).get("end")
-        self.since = pd.Timestamp(end) if end else None  # events after the training data
+        # events strictly after the training data (the store's `since` is inclusive)
+        self.since = pd.Timestamp(end) + pd.Timedelta(milliseconds=1) if end else None
         self.grams = {name: gram(rel.item_factors) for name, rel in bundle.relations.items()}
         self._cache: OrderedDict[str, tuple[int, LiveUser]] = OrderedDict()
         self._cache_size, self._lock = cache_size, threading.Lock()
@@ -146,7 +147,8 @@ class LiveUsers:
                 self._cache.move_to_end(user_id)
                 self.hits += 1
                 return cached[1]
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         state = self.compute(self.source.user_events(user_id, since=self.since), self.bundle.users.row(user_id))
         self._remember(user_id, seq, state)
         return state

@@ -17,6 +17,7 @@ import numpy as np
 
 from feed.bundle import Bundle
 from feed.dataset import Catalog
+from feed.errors import FeedError
 from feed.live import LiveUser, LiveUsers
 
 REASONS = MappingProxyType({
@@ -108,6 +109,7 @@ class FeedService:
         follows: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.bundle, self.live, self.follows = bundle, live, follows
+        self.degraded = 0  # requests served without real-time state because the store failed
         self.config = config or FeedConfig()
         self.model_version = model_version or bundle.bundle_id
         self.catalog = cat = catalog or bundle.catalog
@@ -137,9 +139,19 @@ class FeedService:
             return np.zeros(len(cat.videos), dtype=bool)
         return (cat.video_product >= 0) & ~cat.product_in_stock[np.maximum(cat.video_product, 0)]
 
+    def _live_state(self, user_id: str) -> LiveUser | None:
+        """The user's real-time state; None (serve as trained) when there is none or the store fails."""
+        if self.live is None:
+            return None
+        try:
+            return self.live.get(user_id)
+        except FeedError:
+            self.degraded += 1  # counted on /metrics; the feed itself must not fail
+            return None
+
     def feed(self, user_id: str, limit: int = 20, exclude: tuple[str, ...] = ()) -> Feed:
         """The user's ranked feed; a user with no vector at all gets the popularity feed."""
-        state = self.live.get(user_id) if self.live else None
+        state = self._live_state(user_id)
         vectors = self._vectors(user_id, state)
         blocked = self._blocked(user_id, state, exclude)
         ranked = self._candidates(user_id, vectors, limit + len(blocked))
@@ -150,7 +162,7 @@ class FeedService:
 
     def candidates(self, user_id: str, n: int = 50) -> dict[str, list[str]]:
         """Each source's ranked candidate video ids for a user, before fusion and filters (for inspection)."""
-        state = self.live.get(user_id) if self.live else None
+        state = self._live_state(user_id)
         ranked = self._candidates(user_id, self._vectors(user_id, state), n)
         return {name: [str(v) for v in self.catalog.videos.ids[rows[:n]]] for name, rows in ranked.items()}
 
@@ -185,8 +197,12 @@ class FeedService:
         return ranked
 
     def _following(self, user_id: str) -> np.ndarray:
-        """The newest videos of the creators the user follows."""
-        creators = self.catalog.creators.rows(self.follows(user_id))
+        """The newest videos of the creators the user follows (none when the store fails)."""
+        try:
+            followed = self.follows(user_id)
+        except FeedError:  # the store is down: already counted by _live_state for this request
+            followed = []
+        creators = self.catalog.creators.rows(followed)
         return self._newest_by_creator.top(creators, self.config.videos_per_creator)
 
     def _videos_of(self, relation: str, items: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from feed.errors import DataError, FeedError
 from feed.store.store import EventStore
 from serving.deps import CountersDep, SettingsDep, get_store
-from serving.ingest import MAX_EVENTS, BatchError, EventIn, events_frame, parse_batch
+from serving.ingest import MAX_EVENTS, BatchError, EventIn, batch_frame
 
 router = APIRouter(tags=["events"])
 StoreDep = Annotated[EventStore, Depends(get_store)]
@@ -37,9 +37,10 @@ BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {"
                         503: {"description": "the event store is unavailable; retry after Retry-After"}})
 async def post_events(request: Request, store: StoreDep, settings: SettingsDep, counters: CountersDep) -> Accepted:
     """Store a JSON array of up to 1,000 events; any invalid row rejects the whole batch and stores nothing."""
-    payload = await _json_body(request, settings.max_body_bytes)
-    try:
-        frame = events_frame(parse_batch(payload))
+    body = await _body(request, settings.max_body_bytes)
+    payload = await run_in_threadpool(_parse_json, body)  # parsing and validating 1,000 events is CPU work:
+    try:  # off the event loop, so reloads and other requests are not held up
+        frame = await run_in_threadpool(batch_frame, payload)
     except (BatchError, DataError) as exc:
         counters.add(event_batches_rejected=1)
         raise HTTPException(422, detail={"message": "no event was stored", "errors": _problems(exc)}) from exc
@@ -59,8 +60,8 @@ def _problems(exc: BatchError | DataError) -> list[dict[str, Any]]:
     return [{"index": None if exc.row is None else exc.row - 1, "field": exc.column, "reason": str(exc)}]
 
 
-async def _json_body(request: Request, limit: int) -> Any:
-    """The parsed body, with 415 / 413 / 400 for the wrong type, too many bytes, or malformed JSON."""
+async def _body(request: Request, limit: int) -> bytes:
+    """The raw body, with 415 / 413 for the wrong type or too many bytes."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise HTTPException(415, detail=f"expected Content-Type application/json, got {kind or 'none'!r}")
@@ -72,7 +73,14 @@ async def _json_body(request: Request, limit: int) -> Any:
         body += chunk
         if len(body) > limit:
             raise HTTPException(413, detail=f"body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _parse_json(body: bytes) -> Any:
+    """The parsed body; 400 for malformed (or absurdly nested) JSON."""
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(400, detail=f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise HTTPException(400, detail="malformed JSON: nested too deeply") from exc

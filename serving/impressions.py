@@ -47,8 +47,12 @@ class ImpressionLogger:
             self.stats.pages_dropped += 1
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the writer."""
-        self._queue.put(None)
+        """Write what is queued, then stop the writer (never waits longer than `timeout`)."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.error("impression writer is stuck; %d pages not logged", self._queue.qsize())
+            return
         self._thread.join(timeout)
 
     def _run(self) -> None:

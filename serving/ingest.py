@@ -25,6 +25,13 @@ EventType = Literal["impression", "view", "like", "share", "cart", "purchase", "
 assert set(EventType.__args__) == set(EVENT_TYPES)  # noqa: S101  (the API accepts exactly the schema's types)
 
 
+def no_nul(value: Any) -> Any:
+    """Text must not hold NUL characters (databases refuse them)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
 def epoch_ms(value: Any) -> int:
     """Epoch milliseconds from an ISO-8601 string (no zone = UTC) or an integer of epoch milliseconds."""
     if isinstance(value, bool):
@@ -51,13 +58,15 @@ class EventIn(BaseModel):
     user_id: str = Id
     video_id: str = Id
     event: EventType
-    watch_ms: int | None = Field(None, ge=0)
+    watch_ms: int | None = Field(None, ge=0, le=10**12)
     share_id: str | None = OptionalId
     via_share_id: str | None = OptionalId
     request_id: str | None = OptionalId
     order_id: str | None = OptionalId
-    amount: float | None = Field(None, ge=0, allow_inf_nan=False)
+    amount: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)
     product_id: str | None = OptionalId
+
+    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
 
     @field_validator("ts")
     @classmethod
@@ -112,6 +121,11 @@ def _problem(error: dict[str, Any]) -> dict[str, Any]:
     return {"index": index, "field": field, "reason": reason}
 
 
+def batch_frame(payload: Any) -> pd.DataFrame:
+    """A JSON payload to a canonical events frame (BatchError or DataError when invalid); CPU work."""
+    return events_frame(parse_batch(payload))
+
+
 def events_frame(events: list[EventIn]) -> pd.DataFrame:
     """The batch as a canonical events frame (event ids derived where absent, as for files)."""
     raw = pd.DataFrame([e.model_dump() for e in events])
@@ -131,6 +145,7 @@ class VideoIn(BaseModel):
     creator_id: str = Id
     product_id: str | None = OptionalId
     published_at: int | str | None = Field(None, description="ISO-8601 or epoch ms; default: now.")
+    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
     duration_ms: int | None = Field(None, gt=0)
     title: str | None = Field(None, max_length=500)
 
@@ -152,6 +167,7 @@ class ProductIn(BaseModel):
 
     merchant_id: str = Id
     category: str | None = Field(None, max_length=128)
+    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
     price: float | None = Field(None, ge=0, allow_inf_nan=False)
     commission_rate: float | None = Field(None, ge=0, le=1)
     in_stock: bool = True
@@ -165,6 +181,7 @@ class FollowIn(BaseModel):
     user_id: str = Id
     creator_id: str = Id
     ts: int | str | None = None
+    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
 
     @field_validator("ts")
     @classmethod

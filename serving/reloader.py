@@ -55,8 +55,9 @@ class ModelHolder:
             try:
                 seq = await asyncio.to_thread(self._catalog_seq)
                 model = await asyncio.to_thread(load_model, self.settings, self.store)
-            except FeedError as exc:
-                return self._refused(str(exc), target)
+            except Exception as exc:  # any failure to load (not only ours: a half-copied folder…) is a refusal
+                return self._refused(f"{type(exc).__name__}: {exc}" if not isinstance(exc, FeedError) else str(exc),
+                                     target)
             self.current, self.last_error, self.catalog_seq = model, None, seq
             log.info("now serving %s", model.version)
             return ReloadResult("reloaded", model.version, target)
@@ -71,7 +72,10 @@ class ModelHolder:
         """Check the source every `interval_s` seconds until cancelled."""
         while True:
             await asyncio.sleep(interval_s)
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # the poller must outlive any single bad check
+                log.exception("model check failed; will try again")
 
     def _catalog_seq(self) -> int:
         """The store's current catalog high-water mark (0 without a store)."""
@@ -97,5 +101,5 @@ class ModelHolder:
             await asyncio.sleep(interval_s)
             try:
                 await self.refresh_catalog()
-            except FeedError as exc:
-                log.error("catalog refresh failed: %s", exc)
+            except Exception:  # the watcher must outlive any single bad refresh
+                log.exception("catalog refresh failed; will try again")

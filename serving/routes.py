@@ -68,6 +68,7 @@ def metrics(holder: HolderDep, counters: CountersDep, request: Request) -> str:
     logged = vars(impressions.stats) if impressions is not None else {}
     live = holder.current.service.live
     gauges = {"live_cache_hits": live.hits if live else 0, "live_cache_misses": live.misses if live else 0,
+              "feeds_without_realtime": holder.current.service.degraded,
               "catalog_videos": len(holder.current.service.catalog.videos), "catalog_seq": holder.catalog_seq}
     return render({**counters.values(), **{f"impression_{k}": v for k, v in logged.items()}}, gauges,
                   {"version": holder.current.version})

@@ -91,3 +91,19 @@ def test_admin_reload_swaps_a_rewritten_bundle_folder(small_bundle_dir, tmp_path
         body = client.post("/v1/admin/reload", headers=headers).json()
         assert body["status"] == "reloaded" and body["version"] != before
         assert client.get("/readyz").json()["model_version"] == body["version"]
+
+
+def test_a_bundle_with_a_malformed_manifest_is_refused_not_fatal(small_bundle_dir, tmp_path):
+    import json
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(small_bundle_dir, folder)
+    settings = ServingSettings(bundle=folder, reload_interval_s=0, admin_token="t", store_url="")
+    with TestClient(create_app(settings)) as client:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        del manifest["files"]
+        manifest["bundle_id"] = "changed"
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        body = client.post("/v1/admin/reload", headers={"Authorization": "Bearer t"}).json()
+        assert body["status"] == "refused" and "files" in body["error"]
+        assert client.get("/v1/users/u1/feed").status_code == 200

@@ -88,3 +88,34 @@ def test_an_unreachable_store_is_503_with_retry_after(small_bundle_dir, tmp_path
         client.app.state.store.close()
         response = client.post("/v1/events", json=[event(0)])
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+
+
+def test_feeds_survive_a_store_outage(small_bundle_dir, tmp_path):
+    settings = ServingSettings(bundle=small_bundle_dir, store_url=f"sqlite:///{tmp_path / 's.db'}",
+                               reload_interval_s=0, catalog_refresh_s=0)
+    with TestClient(create_app(settings)) as client:
+        client.post("/v1/events", json=[event(0, user_id="fan")])
+        (tmp_path / "s.db").unlink()
+        (tmp_path / "s.db").mkdir()
+        client.app.state.store.close()
+        response = client.get("/v1/users/fan/feed")
+        assert response.status_code == 200 and len(response.json()["items"]) == 20
+        assert "feed_feeds_without_realtime 1" in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(("rows", "field"), [
+    ([event(0, user_id="a\x00b")], "user_id"),
+    ([event(0, watch_ms=2**63)], "watch_ms"),
+    ([event(0, event="purchase", order_id="o", amount=1e300)], "amount"),
+])
+def test_values_a_database_cannot_hold_are_422(api, rows, field):
+    client, store = api
+    response = client.post("/v1/events", json=rows)
+    assert response.status_code == 422 and response.json()["detail"]["errors"][0]["field"] == field
+    assert store.count("events") == 0
+
+
+def test_absurdly_nested_json_is_400(api):
+    client, _ = api
+    response = client.post("/v1/events", content=b"[" * 100_000, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "malformed JSON" in response.text
