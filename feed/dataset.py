@@ -229,9 +229,12 @@ def seen_matrix(
 
 def bought_matrix(events: pd.DataFrame, catalog: Catalog, user_rows: np.ndarray, n_users: int) -> sp.csr_matrix:
     """(n_users, n_products) 1 where the user bought the product."""
+    shape = (n_users, len(catalog.products))
+    if len(catalog.products) == 0:  # events only: nothing to record
+        return sp.csr_matrix(shape, dtype=np.float32)
     bought = (events["event"] == "purchase").to_numpy()
-    products = relation_items(events[bought], catalog, "product") if len(catalog.products) else np.zeros(0, int)
-    matrix = interaction_matrix(user_rows[bought], products, np.ones(len(products)), (n_users, len(catalog.products)))
+    products = relation_items(events[bought], catalog, "product")
+    matrix = interaction_matrix(user_rows[bought], products, np.ones(len(products)), shape)
     matrix.data[:] = 1.0
     return matrix
 

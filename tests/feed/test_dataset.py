@@ -86,3 +86,15 @@ def test_id_map_rows_and_uniqueness():
     np.testing.assert_array_equal(ids.rows(["b", "zz"]), [1, -1])
     with pytest.raises(DataError):
         IdMap(["x", "x"])
+
+
+def test_purchases_without_a_catalog_record_no_bought_products():
+    ev = events([(0, "u1", "v1", "purchase", None, None), (1, "u2", "v2", "view", None, None)])
+    inter = build_interactions(ev, build_catalog(Dataset(events=ev)), WEIGHTS)
+    assert inter.bought.shape == (2, 0) and inter.seen.toarray().tolist() == [[1, 0], [0, 0]]
+
+
+def test_bought_products_are_recorded_per_user():
+    ev = events([(0, "u1", "v1", "purchase", None, "p1"), (0, "u2", "v3", "view", None, None)])
+    inter = build_interactions(ev, build_catalog(catalog_dataset(ev)), WEIGHTS)
+    np.testing.assert_array_equal(inter.bought.toarray(), [[1, 0], [0, 0]])
