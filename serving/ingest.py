@@ -32,6 +32,17 @@ def no_nul(value: Any) -> Any:
     return value
 
 
+class Body(BaseModel):
+    """A request body: unknown fields are errors, and text never holds NUL characters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
+
+
 def epoch_ms(value: Any) -> int:
     """Epoch milliseconds from an ISO-8601 string (no zone = UTC) or an integer of epoch milliseconds."""
     if isinstance(value, bool):
@@ -48,10 +59,8 @@ def epoch_ms(value: Any) -> int:
     return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
-class EventIn(BaseModel):
+class EventIn(Body):
     """One user action, per the data contract (docs: data/README.md)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     event_id: str | None = OptionalId
     ts: int | str = Field(description="ISO-8601 (no zone means UTC) or epoch milliseconds.")
@@ -66,7 +75,6 @@ class EventIn(BaseModel):
     amount: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False)
     product_id: str | None = OptionalId
 
-    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
 
     @field_validator("ts")
     @classmethod
@@ -137,15 +145,12 @@ def events_frame(events: list[EventIn]) -> pd.DataFrame:
     return validate_table(TableFile(Path("POST /v1/events"), "events"), raw)
 
 
-class VideoIn(BaseModel):
+class VideoIn(Body):
     """A video to create or update."""
-
-    model_config = ConfigDict(extra="forbid")
 
     creator_id: str = Id
     product_id: str | None = OptionalId
     published_at: int | str | None = Field(None, description="ISO-8601 or epoch ms; default: now.")
-    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
     duration_ms: int | None = Field(None, gt=0)
     title: str | None = Field(None, max_length=500)
 
@@ -160,28 +165,22 @@ class VideoIn(BaseModel):
         return ms
 
 
-class ProductIn(BaseModel):
+class ProductIn(Body):
     """A product to create or update."""
-
-    model_config = ConfigDict(extra="forbid")
 
     merchant_id: str = Id
     category: str | None = Field(None, max_length=128)
-    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
     price: float | None = Field(None, ge=0, allow_inf_nan=False)
     commission_rate: float | None = Field(None, ge=0, le=1)
     in_stock: bool = True
 
 
-class FollowIn(BaseModel):
+class FollowIn(Body):
     """A user following a creator (creators are users)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     user_id: str = Id
     creator_id: str = Id
     ts: int | str | None = None
-    _no_nul = field_validator("*")(classmethod(lambda cls, value: no_nul(value)))
 
     @field_validator("ts")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -70,12 +71,7 @@ class ModelHolder:
 
     async def poll(self, interval_s: float) -> None:
         """Check the source every `interval_s` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.reload()
-            except Exception:  # the poller must outlive any single bad check
-                log.exception("model check failed; will try again")
+        await every(interval_s, self.reload, "model check")
 
     def _catalog_seq(self) -> int:
         """The store's current catalog high-water mark (0 without a store)."""
@@ -97,9 +93,14 @@ class ModelHolder:
 
     async def watch_catalog(self, interval_s: float) -> None:
         """Pick up catalog changes (from any replica) every `interval_s` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.refresh_catalog()
-            except Exception:  # the watcher must outlive any single bad refresh
-                log.exception("catalog refresh failed; will try again")
+        await every(interval_s, self.refresh_catalog, "catalog refresh")
+
+
+async def every(interval_s: float, task: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run `task` every `interval_s` seconds until cancelled; one failure never stops the loop."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await task()
+        except Exception:  # a background loop must outlive any single bad run
+            log.exception("%s failed; will try again", what)
