@@ -17,7 +17,12 @@ import pyarrow as pa
 from feed.schema import COLUMNS, Column
 from feed.validation import BOOL_DEFAULT
 
-__all__ = ["from_epoch_ms", "from_rows", "row_type", "to_epoch_ms", "to_rows", "with_schema_columns"]
+__all__ = ["IMPRESSION_COLUMNS", "TABLE_COLUMNS", "from_epoch_ms", "from_rows", "impression_rows", "row_type",
+           "to_epoch_ms", "to_rows", "with_schema_columns"]
+
+# The dataset contract's tables, plus those only the store keeps: a block has the columns of a follow.
+TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {**COLUMNS, "blocks": COLUMNS["follows"]}
+IMPRESSION_COLUMNS = ("request_id", "user_id", "position", "video_id", "source", "ts")
 
 # How each kind of schema column comes back from the database (flags are selected as integers).
 _DB_TYPES: dict[str, pa.DataType] = {"str": pa.string(), "ts": pa.int64(), "int": pa.int64(),
@@ -45,7 +50,7 @@ def row_type(columns: Sequence[Column]) -> pa.StructType:
 
 def from_rows(table: str, chunks: Iterable[Sequence[tuple]], extra: Sequence[Column] = ()) -> pd.DataFrame:
     """Fetched row tuples (the table's schema columns in order, then `extra`) → a canonical frame."""
-    columns = [*COLUMNS[table], *extra]
+    columns = [*TABLE_COLUMNS[table], *extra]
     kind = row_type(columns)
     rows = pa.chunked_array([pa.array(chunk, type=kind) for chunk in chunks] or [pa.array([], type=kind)])
     data = pa.Table.from_struct_array(rows)
@@ -55,19 +60,33 @@ def from_rows(table: str, chunks: Iterable[Sequence[tuple]], extra: Sequence[Col
 def to_rows(frame: pd.DataFrame, table: str, **constant: object) -> tuple[list[str], list[tuple]]:
     """Canonical frame → (column names, one tuple per row) for the driver: schema columns, then `constant`."""
     frame = with_schema_columns(frame, table)
-    names = [c.name for c in COLUMNS[table]] + list(constant)
-    columns = [_column_to_db(frame, table, c) for c in COLUMNS[table]]
+    names = [c.name for c in TABLE_COLUMNS[table]] + list(constant)
+    columns = [_column_to_db(frame, table, c) for c in TABLE_COLUMNS[table]]
     columns += [[value] * len(frame) for value in constant.values()]
     return names, list(zip(*columns, strict=True))
 
 
 def with_schema_columns(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """The frame's schema columns in schema order, absent ones added as missing (in_stock: BOOL_DEFAULT)."""
-    absent = [c for c in COLUMNS[table] if c.name not in frame.columns]
+    absent = [c for c in TABLE_COLUMNS[table] if c.name not in frame.columns]
     if not absent:
-        return frame[[c.name for c in COLUMNS[table]]]
-    filled = from_rows(table, [[(None,) * len(COLUMNS[table])] * len(frame)]).set_axis(frame.index)
-    return pd.DataFrame({c.name: filled[c.name] if c in absent else frame[c.name] for c in COLUMNS[table]})
+        return frame[[c.name for c in TABLE_COLUMNS[table]]]
+    filled = from_rows(table, [[(None,) * len(TABLE_COLUMNS[table])] * len(frame)]).set_axis(frame.index)
+    return pd.DataFrame({c.name: filled[c.name] if c in absent else frame[c.name] for c in TABLE_COLUMNS[table]})
+
+
+def impression_rows(rows: pd.DataFrame) -> list[tuple]:
+    """Driver rows for the impressions table, in IMPRESSION_COLUMNS order (times as epoch ms)."""
+    absent = [c for c in IMPRESSION_COLUMNS if c not in rows.columns]
+    if absent:
+        raise ValueError(f"impressions frame lacks column(s) {', '.join(absent)}; expected "
+                         f"{', '.join(IMPRESSION_COLUMNS)}")
+    try:
+        columns = [pa.array(rows[c], type=pa.int64() if c == "position" else pa.string(), from_pandas=True
+                            ).to_pylist() for c in IMPRESSION_COLUMNS[:-1]]
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"impressions frame: {exc}; expected text ids, an integer position") from exc
+    return list(zip(*columns, to_epoch_ms(rows["ts"]), strict=True))
 
 
 def _canonical(values: pa.ChunkedArray, column: Column) -> pa.ChunkedArray:

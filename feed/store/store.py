@@ -1,4 +1,4 @@
-"""The event store: events, catalog and impressions in SQLite (embedded) or PostgreSQL (several replicas).
+"""The event store: events, catalog, blocks and impressions in SQLite (embedded) or PostgreSQL (replicas).
 
 SQLAlchemy Core only. Times are epoch-ms integers in the database and canonical pandas dtypes at this
 boundary (`feed.store.frames`). Every write is one transaction, committed before the method returns. The schema
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -35,7 +34,14 @@ from feed.store.driver import (
     insert_sql,
 )
 from feed.store.exporting import unknown_references
-from feed.store.frames import from_rows, to_epoch_ms, to_rows, with_schema_columns
+from feed.store.frames import (
+    IMPRESSION_COLUMNS,
+    from_rows,
+    impression_rows,
+    to_epoch_ms,
+    to_rows,
+    with_schema_columns,
+)
 from feed.validation import derive_event_ids
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "EventStore", "InsertResult", "StoreError", "migration_config"]
@@ -47,7 +53,6 @@ UPGRADE_HINT = "run `feed db upgrade`"
 BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for another one before failing
 CACHE_KIB = 65_536  # SQLite page cache per connection (default 2 MiB): index pages of a 1M-event log stay hot
 MIGRATION_LOCK = 0x66656564_5F6462  # PostgreSQL advisory lock key held by `upgrade` (ASCII 'feed_db')
-IMPRESSION_COLUMNS = ("request_id", "user_id", "position", "video_id", "source", "ts")
 # Alembic's `context` is one global per process, so two threads must not run migrations at once (even on two
 # databases); the database locks in `upgrade` order processes and threads on the same database.
 _ALEMBIC_RUNS = threading.Lock()
@@ -170,12 +175,15 @@ class EventStore:
 
     def delete_follow(self, user_id: str, creator_id: str) -> bool:
         """Unfollow (kept as a tombstone that catalog_since reports); False when there was no such follow."""
-        t = tables.follows
-        with self._errors("delete a follow in"), self._transaction(write=True) as conn:
-            stamp = _next_catalog_seq(conn)
-            done = conn.execute(t.update().where(t.c.user_id == user_id, t.c.creator_id == creator_id,
-                                                 ~t.c.deleted).values(deleted=True, catalog_seq=stamp))
-            return done.rowcount > 0
+        return self._tombstone(tables.follows, "delete a follow in", user_id, creator_id)
+
+    def upsert_blocks(self, blocks: pd.DataFrame) -> int:
+        """Insert, update or restore blocks by (user_id, creator_id); returns how many were new or changed."""
+        return self._upsert(tables.blocks, "blocks", blocks, ["user_id", "creator_id"], deleted=False)
+
+    def delete_block(self, user_id: str, creator_id: str) -> bool:
+        """Unblock (kept as a tombstone, like an unfollow); False when the user had not blocked the creator."""
+        return self._tombstone(tables.blocks, "delete a block in", user_id, creator_id)
 
     def catalog_since(self, seq: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
         """Videos, products and follows changed after catalog mark `seq`, and the new mark (one snapshot).
@@ -195,10 +203,11 @@ class EventStore:
 
     def follows_of(self, user_id: str) -> list[str]:
         """The creator ids the user follows, sorted."""
-        t = tables.follows
-        stmt = sa.select(t.c.creator_id).where(t.c.user_id == user_id, ~t.c.deleted).order_by(t.c.creator_id)
-        with self._errors("read from"), self._engine.connect() as conn:
-            return list(conn.execute(stmt).scalars())
+        return self._creators_of(tables.follows, user_id)
+
+    def blocks_of(self, user_id: str) -> list[str]:
+        """The creator ids the user blocked (and did not unblock since), sorted."""
+        return self._creators_of(tables.blocks, user_id)
 
     def product_owner(self, product_id: str) -> tuple[bool, str | None]:
         """(whether the store has the product, its merchant or None)."""
@@ -220,20 +229,29 @@ class EventStore:
 
     def log_impressions(self, rows: pd.DataFrame) -> int:
         """Append served feed rows (request_id, user_id, position, video_id, source, ts) in one transaction."""
-        params = _impression_rows(rows)
+        params = impression_rows(rows)
         if params:
             with self._errors("log impressions in"), self._transaction(write=True) as conn:
                 execute_many(conn, insert_sql(conn, tables.impressions, IMPRESSION_COLUMNS), params)
         return len(params)
 
+    def recent_impressions(self, user_id: str, since_ms: int) -> list[str]:
+        """The distinct video ids shown to the user at or after `since_ms` (epoch ms), sorted."""
+        t = tables.impressions
+        # user_id = ? AND ts >= ?: one range of ix_impressions_user_ts, however many users the table holds
+        stmt = (sa.select(t.c.video_id).distinct().where(t.c.user_id == user_id, t.c.ts >= int(since_ms))
+                .order_by(t.c.video_id))
+        with self._errors("read impressions from"), self._engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
     def count(self, table: str) -> int:
-        """The number of rows of one table (follows: live ones, not unfollow tombstones)."""
+        """The number of rows of one table (follows and blocks: live ones, not their tombstones)."""
         if table not in tables.COUNTED:
             raise ValueError(f"unknown table {table!r}; expected one of {', '.join(tables.COUNTED)}")
         t = tables.COUNTED[table]
         stmt = sa.select(sa.func.count()).select_from(t)
         with self._errors("count rows in"), self._engine.connect() as conn:
-            return int(conn.execute(stmt.where(~t.c.deleted) if table == "follows" else stmt).scalar_one())
+            return int(conn.execute(stmt.where(~t.c.deleted) if "deleted" in t.c else stmt).scalar_one())
 
     def export(self, folder: Path, since: pd.Timestamp | None = None, fmt: str = "parquet") -> Dataset:
         """Write the events with ts >= since (all when None) and the whole catalog as a dataset folder.
@@ -274,6 +292,20 @@ class EventStore:
             stamp = _next_catalog_seq(conn)
             params = [dict(zip(names, row, strict=True), catalog_seq=stamp) for row in rows]
             return len(conn.execute(stmt.returning(t.c[key[0]]), params).all())
+
+    def _tombstone(self, t: sa.Table, action: str, user_id: str, creator_id: str) -> bool:
+        """Mark a live (user_id, creator_id) row of follows or blocks deleted; False when there was none."""
+        with self._errors(action), self._transaction(write=True) as conn:
+            stamp = _next_catalog_seq(conn)
+            done = conn.execute(t.update().where(t.c.user_id == user_id, t.c.creator_id == creator_id,
+                                                 ~t.c.deleted).values(deleted=True, catalog_seq=stamp))
+            return done.rowcount > 0
+
+    def _creators_of(self, t: sa.Table, user_id: str) -> list[str]:
+        """The creator ids of the user's live rows in follows or blocks, sorted (one range of the key)."""
+        stmt = sa.select(t.c.creator_id).where(t.c.user_id == user_id, ~t.c.deleted).order_by(t.c.creator_id)
+        with self._errors("read from"), self._engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
 
     def _catalog(self, conn: sa.Connection, events: pd.DataFrame) -> Dataset:
         """A Dataset of `events` and the full catalog tables (None when empty), read over `conn`."""
@@ -372,20 +404,6 @@ def _unique_events(events: pd.DataFrame) -> pd.DataFrame:
     if missing.any():
         frame = frame.assign(event_id=frame["event_id"].fillna(derive_event_ids(frame[missing])))
     return frame[~frame["event_id"].duplicated()]
-
-
-def _impression_rows(rows: pd.DataFrame) -> list[tuple]:
-    """Driver rows for the impressions table, in IMPRESSION_COLUMNS order (times as epoch ms)."""
-    absent = [c for c in IMPRESSION_COLUMNS if c not in rows.columns]
-    if absent:
-        raise ValueError(f"impressions frame lacks column(s) {', '.join(absent)}; expected "
-                         f"{', '.join(IMPRESSION_COLUMNS)}")
-    try:
-        columns = [pa.array(rows[c], type=pa.int64() if c == "position" else pa.string(), from_pandas=True
-                            ).to_pylist() for c in IMPRESSION_COLUMNS[:-1]]
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise ValueError(f"impressions frame: {exc}; expected text ids, an integer position") from exc
-    return list(zip(*columns, to_epoch_ms(rows["ts"]), strict=True))
 
 
 def _reason(exc: Exception) -> str:

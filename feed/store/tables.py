@@ -77,6 +77,17 @@ follows = sa.Table(
     sa.Index("ix_follows_catalog_seq", "catalog_seq"),
 )
 
+# A user hides a creator's videos from their own feeds; like follows, an unblock is a tombstone
+blocks = sa.Table(
+    "blocks", metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("creator_id", sa.Text, primary_key=True),
+    sa.Column("ts", sa.BigInteger),
+    sa.Column("catalog_seq", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_blocks_catalog_seq", "catalog_seq"),
+)
+
 impressions = sa.Table(
     "impressions", metadata,
     sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
@@ -98,4 +109,4 @@ catalog_counter = sa.Table(
     sa.CheckConstraint("id = 1", name="ck_catalog_counter_one_row"),
 )
 
-COUNTED: dict[str, sa.Table] = {t.name: t for t in (events, videos, products, follows, impressions)}
+COUNTED: dict[str, sa.Table] = {t.name: t for t in (events, videos, products, follows, blocks, impressions)}
