@@ -21,6 +21,7 @@ from serving.model_source import LoadedModel, load_model
 from serving.reloader import ModelHolder
 from serving.routes import router
 from serving.settings import ServingSettings
+from serving.user_routes import router as user_router
 
 log = logging.getLogger("serving")
 
@@ -67,6 +68,7 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
     app.include_router(router)
     app.include_router(event_router)
     app.include_router(catalog_router)
+    app.include_router(user_router)
     return app
 
 
