@@ -22,6 +22,8 @@ import scipy.sparse as sp
 from feed.dataset import Catalog, IdMap
 from feed.errors import ArtifactError
 from feed.index import VectorIndex
+from feed.ranker import Ranker
+from feed.stats import Stats, load_stats, save_stats
 
 FORMAT = "selfretail-feed-bundle"
 FORMAT_VERSION = 1
@@ -49,6 +51,8 @@ class Bundle:
     seen: sp.csr_matrix  # (n_users, n_videos) watched to the end or purchased
     bought: sp.csr_matrix  # (n_users, n_products) purchased: videos added later for them are hidden too
     manifest: dict[str, Any] = field(default_factory=dict)
+    stats: Stats | None = None  # counts, trends and user context of the training window
+    ranker: Ranker | None = None  # None: candidates are ranked by retrieval scores alone
 
     @property
     def bundle_id(self) -> str:
@@ -66,6 +70,10 @@ def write_bundle(bundle: Bundle, folder: Path, manifest: dict[str, Any]) -> Path
     relations = {name: _write_relation(name, rel, tmp) for name, rel in bundle.relations.items()}
     sp.save_npz(tmp / "seen.npz", bundle.seen.tocsr())
     sp.save_npz(tmp / "bought.npz", bundle.bought.tocsr())
+    if bundle.stats is not None:
+        save_stats(bundle.stats, tmp / "stats.npz")
+    if bundle.ranker is not None:
+        bundle.ranker.save(tmp / "ranker.npz")
     files = {p.name: _file_entry(p) for p in sorted(tmp.iterdir())}
     full = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "relations": relations,
             "counts": _counts(bundle), "files": files, "bundle_id": _digest(files)}
@@ -90,7 +98,10 @@ def _write_tables(bundle: Bundle, folder: Path) -> None:
     pd.DataFrame({
         "product_id": cat.products.ids.astype(str), "price": cat.product_price,
         "commission_rate": cat.product_commission, "in_stock": cat.product_in_stock,
+        "category_row": cat.product_category, "merchant_row": cat.product_merchant,
     }).to_parquet(folder / "products.parquet", index=False)
+    pd.DataFrame({"category": cat.categories.ids.astype(str)}).to_parquet(folder / "categories.parquet", index=False)
+    pd.DataFrame({"merchant_id": cat.merchants.ids.astype(str)}).to_parquet(folder / "merchants.parquet", index=False)
 
 
 def _write_relation(name: str, rel: RelationModel, folder: Path) -> dict[str, Any]:
@@ -169,9 +180,25 @@ def load_bundle(folder: Path) -> Bundle:
                  for name, entry in manifest["relations"].items()}
     seen = _read_sparse(folder / "seen.npz", (len(users), len(catalog.videos)))
     bought = _read_sparse(folder / "bought.npz", (len(users), len(catalog.products)))
-    bundle = Bundle(users, catalog, popularity, relations, seen, bought, manifest)
+    stats = _read_stats(folder / "stats.npz", len(users), len(catalog.videos)) if "stats.npz" in manifest[
+        "files"] else None
+    ranker = Ranker.load(folder / "ranker.npz") if "ranker.npz" in manifest["files"] else None
+    bundle = Bundle(users, catalog, popularity, relations, seen, bought, manifest, stats, ranker)
     _check_counts(bundle, manifest, folder)
     return bundle
+
+
+def _read_stats(path: Path, n_users: int, n_videos: int) -> Stats:
+    """The training window's stats, checked against the id maps."""
+    try:
+        stats = load_stats(path)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"cannot read stats ({exc})", path=str(path)) from exc
+    if len(stats.trend) != n_videos or stats.recent.shape != (n_users, n_videos) or len(stats.user_segment) not in (
+            0, n_users):
+        raise ArtifactError(f"stats cover {len(stats.trend)} videos and {stats.recent.shape[0]} users, the bundle "
+                            f"has {n_videos} and {n_users}", path=str(path))
+    return stats
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -187,6 +214,8 @@ def _read_catalog(folder: Path) -> tuple[Catalog, np.ndarray]:
     videos = _read_parquet(folder / "videos.parquet")
     creators = _read_parquet(folder / "creators.parquet")
     products = _read_parquet(folder / "products.parquet")
+    categories = _read_parquet(folder / "categories.parquet")["category"].to_numpy(dtype=object)
+    merchants = _read_parquet(folder / "merchants.parquet")["merchant_id"].to_numpy(dtype=object)
     catalog = Catalog(
         videos=IdMap(videos["video_id"].to_numpy(dtype=object)),
         creators=IdMap(creators["creator_id"].to_numpy(dtype=object)),
@@ -198,9 +227,13 @@ def _read_catalog(folder: Path) -> tuple[Catalog, np.ndarray]:
         product_price=products["price"].to_numpy(dtype=np.float64),
         product_commission=products["commission_rate"].to_numpy(dtype=np.float64),
         product_in_stock=products["in_stock"].to_numpy(dtype=bool),
+        categories=IdMap(categories), product_category=products["category_row"].to_numpy(dtype=np.int64),
+        merchants=IdMap(merchants), product_merchant=products["merchant_row"].to_numpy(dtype=np.int64),
     )
     _check_rows(folder / "videos.parquet", catalog.video_creator, len(catalog.creators), "creator_row")
     _check_rows(folder / "videos.parquet", catalog.video_product, len(catalog.products), "product_row")
+    _check_rows(folder / "products.parquet", catalog.product_category, len(catalog.categories), "category_row")
+    _check_rows(folder / "products.parquet", catalog.product_merchant, len(catalog.merchants), "merchant_row")
     return catalog, videos["popularity"].to_numpy(dtype=np.float32)
 
 

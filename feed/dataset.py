@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,33 @@ class Catalog:
     product_price: np.ndarray  # (n_products,) float64, NaN when unknown
     product_commission: np.ndarray  # (n_products,) float64, NaN when unknown
     product_in_stock: np.ndarray  # (n_products,) bool
+    categories: IdMap = field(default_factory=lambda: IdMap([]))
+    product_category: np.ndarray | None = None  # (n_products,) int64 row in categories, -1 when unknown
+    merchants: IdMap = field(default_factory=lambda: IdMap([]))
+    product_merchant: np.ndarray | None = None  # (n_products,) int64 row in merchants, -1 when unknown
+
+    def __post_init__(self) -> None:
+        """Products without a known category or merchant get -1 rows."""
+        n = len(self.products)
+        if self.product_category is None:
+            self.product_category = np.full(n, -1, dtype=np.int64)
+        if self.product_merchant is None:
+            self.product_merchant = np.full(n, -1, dtype=np.int64)
+
+    def video_category(self, videos: np.ndarray) -> np.ndarray:
+        """Category row of each video row (through its product), -1 when unknown."""
+        return self._through_product(self.product_category, videos)
+
+    def video_merchant(self, videos: np.ndarray) -> np.ndarray:
+        """Merchant row of each video row (through its product), -1 when unknown."""
+        return self._through_product(self.product_merchant, videos)
+
+    def _through_product(self, per_product: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """A product row array read through each video's product, -1 where the video has none."""
+        product = self.video_product[videos]
+        if len(per_product) == 0:
+            return np.full(len(product), -1, dtype=np.int64)
+        return np.where(product >= 0, per_product[np.maximum(product, 0)], -1)
 
     def items(self, relation: str) -> IdMap:
         """The id map of a relation's items."""
@@ -81,6 +108,8 @@ def build_catalog(dataset: Dataset) -> Catalog:
     creators = IdMap.from_values(videos_df["creator_id"])
     products_df = _products_frame(dataset, videos_df)
     products = IdMap(products_df["product_id"].astype(str).to_numpy(dtype=object))
+    categories = IdMap.from_values(products_df.get("category", pd.Series(dtype=object)))
+    merchants = IdMap.from_values(products_df.get("merchant_id", pd.Series(dtype=object)))
     return Catalog(
         videos=videos,
         creators=creators,
@@ -92,7 +121,16 @@ def build_catalog(dataset: Dataset) -> Catalog:
         product_price=products_df["price"].to_numpy(dtype=np.float64, na_value=np.nan),
         product_commission=products_df["commission_rate"].to_numpy(dtype=np.float64, na_value=np.nan),
         product_in_stock=products_df["in_stock"].to_numpy(dtype=bool),
+        categories=categories,
+        product_category=_rows_or_missing(categories, products_df.get("category", _missing(len(products)))),
+        merchants=merchants,
+        product_merchant=_rows_or_missing(merchants, products_df.get("merchant_id", _missing(len(products)))),
     )
+
+
+def _missing(n: int) -> pd.Series:
+    """A column of n missing values."""
+    return pd.Series([pd.NA] * n, dtype=object)
 
 
 def _epoch_ms(times: pd.Series | None) -> np.ndarray:
@@ -132,11 +170,11 @@ def event_weights(events: pd.DataFrame, catalog: Catalog, weights: Mapping[str, 
     if unknown:
         raise DataError(f"weights name unknown event types {sorted(unknown)}; expected {list(EVENT_TYPES)}")
     base = events["event"].map(dict(weights)).fillna(0.0).to_numpy(dtype=np.float64)  # (n_events,)
-    ratio = _watch_ratio(events, catalog)
+    ratio = watch_ratio(events, catalog)
     return base * np.where(np.isnan(ratio), 1.0, ratio)
 
 
-def _watch_ratio(events: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+def watch_ratio(events: pd.DataFrame, catalog: Catalog) -> np.ndarray:
     """Watched fraction in [0, 1] for views with watch_ms and a known duration, NaN otherwise."""
     rows = catalog.videos.rows(events["video_id"].to_numpy(dtype=object))
     duration = np.where(rows >= 0, catalog.video_duration_ms[np.maximum(rows, 0)], np.nan)
@@ -212,7 +250,7 @@ def seen_matrix(
 ) -> sp.csr_matrix:
     """Videos never shown to a user again: watched to the end, bought, or selling a product they bought."""
     kind = events["event"].to_numpy(dtype=object)
-    watched = (kind == "view") & (np.nan_to_num(_watch_ratio(events, catalog)) >= full_watch_ratio)
+    watched = (kind == "view") & (np.nan_to_num(watch_ratio(events, catalog)) >= full_watch_ratio)
     done = watched | (kind == "purchase")
     video_rows = catalog.videos.rows(events["video_id"].to_numpy(dtype=object))
     shape = (n_users, len(catalog.videos))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +22,9 @@ import pandas as pd
 from feed.bundle import Bundle
 from feed.dataset import Catalog, IdMap, event_weights, relation_items, seen_matrix
 from feed.models.als import fold_in, gram
+from feed.stats import ENGAGED
+
+RECENT = 5  # latest videos kept per user for the session source
 
 
 class UserEventSource(Protocol):
@@ -39,6 +42,8 @@ class LiveUser:
     vectors: Mapping[str, np.ndarray]  # relation -> (dim,) refreshed user vector
     blocked: np.ndarray  # (n,) video rows of the extended catalog never to show again
     n_events: int
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (k,) newest first
+    categories: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # (n_categories,)
 
 
 def extend_catalog(base: Catalog, videos: pd.DataFrame | None, products: pd.DataFrame | None) -> Catalog:
@@ -67,7 +72,14 @@ def _with_products(base: Catalog, products: pd.DataFrame) -> Catalog:
     price[rows] = products["price"].to_numpy(dtype=np.float64, na_value=np.nan)
     rate[rows] = products["commission_rate"].to_numpy(dtype=np.float64, na_value=np.nan)
     stock[rows] = products["in_stock"].fillna(True).to_numpy(dtype=bool)
-    return replace(base, products=ids, product_price=price, product_commission=rate, product_in_stock=stock)
+    categories, merchants = _appended(base.categories, products["category"]), _appended(base.merchants,
+                                                                                        products["merchant_id"])
+    category, merchant = _grown(base.product_category, len(ids), -1), _grown(base.product_merchant, len(ids), -1)
+    category[rows] = _rows_or_missing(categories, products["category"])
+    merchant[rows] = _rows_or_missing(merchants, products["merchant_id"])
+    return replace(base, products=ids, product_price=price, product_commission=rate, product_in_stock=stock,
+                   categories=categories, product_category=category, merchants=merchants,
+                   product_merchant=merchant)
 
 
 def _with_videos(base: Catalog, videos: pd.DataFrame) -> Catalog:
@@ -96,7 +108,9 @@ def _with_product_ids(base: Catalog, product_ids: pd.Series) -> Catalog:
     n = len(ids)
     return replace(base, products=ids, product_price=_grown(base.product_price, n, np.nan),
                    product_commission=_grown(base.product_commission, n, np.nan),
-                   product_in_stock=_grown(base.product_in_stock, n, True))
+                   product_in_stock=_grown(base.product_in_stock, n, True),
+                   product_category=_grown(base.product_category, n, -1),
+                   product_merchant=_grown(base.product_merchant, n, -1))
 
 
 def _rows_or_missing(ids: IdMap, values: pd.Series) -> np.ndarray:
@@ -170,7 +184,18 @@ class LiveUsers:
                    if (vector := self._fold(name, row, events, weights)) is not None}
         blocked = seen_matrix(events, self.catalog, np.zeros(len(events), dtype=np.int64), 1,
                               self.full_watch_ratio).indices.astype(np.int64)
-        return LiveUser(vectors, blocked, len(events))
+        recent, categories = self._context(events)
+        return LiveUser(vectors, blocked, len(events), recent, categories)
+
+    def _context(self, events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The newest distinct engaged videos (newest first) and engaged events per category."""
+        engaged = events[events["event"].isin(ENGAGED).to_numpy()]
+        videos = self.catalog.videos.rows(engaged["video_id"].to_numpy(dtype=object))
+        order = np.argsort(-engaged["ts"].astype("datetime64[ms, UTC]").astype("int64").to_numpy(), kind="stable")
+        newest = pd.unique(videos[order])
+        category = self.catalog.video_category(videos[videos >= 0])
+        counts = np.bincount(category[category >= 0], minlength=len(self.catalog.categories)).astype(np.float32)
+        return newest[newest >= 0][:RECENT].astype(np.int64), counts
 
     def _fold(self, relation: str, row: int, events: pd.DataFrame, weights: np.ndarray) -> np.ndarray | None:
         """Fold-in over training history plus new events; None when nothing the model knows was touched."""

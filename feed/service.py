@@ -1,48 +1,64 @@
-"""Build a user's feed from a loaded bundle: candidates from each relation's index, fused, filtered.
+"""Build a user's feed from a loaded bundle: candidates → features → ranker → value → filters, diversity, slots.
 
-Sources: the user's video vector against the video index; the creator vector against the creator index, then
-those creators' most popular videos; the product vector against the product index, then each product's most
-popular videos; and popularity, which fills any gap and is the whole feed for a user the model has not seen.
-Scores of different models are not comparable, so sources are fused by weighted reciprocal rank.
+`FeedService.feed` runs the whole pipeline for one page:
+
+1. the user's view: vectors (refreshed from events since training when there are some), latest videos,
+   followed creators, category history and segment;
+2. what must never be shown: watched to the end, bought (and every video of a bought product), the user's own
+   videos, out-of-stock products, blocked creators, videos shown in the last hours, `exclude=` ids, and
+   everything earlier pages of the same cursor showed;
+3. candidates from every source (`feed.candidates`), fused;
+4. relevance: the rank of the ranker's value (`feed.ranker`) fused with the rank of the retrieval score
+   (`ranker_weight`; the ranker learns from logged impressions, which come from whatever policy was serving, so
+   retrieval's rank keeps what it knows about the user's candidates); in `retrieval` mode or without a ranker,
+   the fused retrieval score alone;
+5. the page (`feed.rerank`): caps, MMR, a fresh-video slot and a new-creator slot (Thompson sampling), each
+   item with the reason it is there and its disclosure flags.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 
 from feed.bundle import Bundle
+from feed.candidates import (
+    SOURCES,
+    CandidateConfig,
+    Candidates,
+    CandidateSources,
+    Grouped,
+    UserView,
+)
+from feed.cursor import Cursor, id_hashes
 from feed.dataset import Catalog
 from feed.errors import FeedError
+from feed.features import FeatureTables, PairContext
 from feed.live import LiveUser, LiveUsers
+from feed.ranker import ValueFormula
+from feed.rerank import PageConfig, PageInput, assemble, thompson_pick
+from feed.stats import Stats
 
-REASONS = MappingProxyType({
-    "video": "similar to videos you watched",
-    "creator": "from a creator you like",
-    "product": "a product you may like",
-    "popular": "popular now",
-    "following": "new from a creator you follow",
-    "fresh": "new video",
-})
+Ranking = Literal["ranker", "retrieval", "popular"]
 
 
 @dataclass(frozen=True)
 class FeedConfig:
-    """How candidates are gathered and fused."""
+    """The ranking pipeline's settings."""
 
-    candidates_per_source: int = 200
-    source_weights: Mapping[str, float] = field(default_factory=lambda: {
-        "video": 1.0, "creator": 0.8, "product": 0.8, "popular": 0.15, "following": 1.2})
-    rrf_k: float = 60.0
-    videos_per_creator: int = 3
-    videos_per_product: int = 2
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    page: PageConfig = field(default_factory=PageConfig)
+    ranking: Ranking = "ranker"  # falls back to "retrieval" when the bundle has no ranker
+    ranker_weight: float = 0.5  # ranker mode: weight of the value's rank against the fused retrieval rank
+    rank_k: float = 10.0  # relevance = w/(k + value rank) + (1 − w)/(k + retrieval rank)
     hide_out_of_stock: bool = True
-    fresh_slot: bool = True  # one position per page for the newest video not yet in it
-    fresh_position: int = 3  # 0-based
+    max_depth: int = 500  # items a cursor can page through; after that the feed ends
+    prior_strength: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,9 @@ class FeedItem:
     score: float
     reason: str
     source: str
+    sponsored: bool = False  # the merchant itself posted it (a brand's own video)
+    earns_commission: bool = False  # a purchase through it pays the creator a commission
+    predicted: dict[str, float] | None = None  # p(watch), p(share), p(purchase) when a ranker scored it
 
 
 @dataclass(frozen=True)
@@ -75,62 +94,48 @@ class Feed:
     items: list[FeedItem]
     model_version: str
     cold_start: bool
+    seed: int = 0
+    next_cursor: str | None = None
+    ranking: str = "retrieval"
 
 
-class Grouped:
-    """Videos grouped by an owner row (creator or product), most popular first within each group."""
+@dataclass(frozen=True)
+class UserSignals:
+    """Per-request reads from the store: who the user follows and blocked, what was shown recently."""
 
-    def __init__(self, owner: np.ndarray, n_owners: int, popularity: np.ndarray) -> None:
-        valid = np.flatnonzero(owner >= 0)
-        order = valid[np.lexsort((-popularity[valid], owner[valid]))]
-        self.videos = order  # (n_grouped_videos,) video rows sorted by owner, then popularity
-        self.indptr = np.searchsorted(owner[order], np.arange(n_owners + 1))  # (n_owners + 1,)
-
-    def top(self, owners: np.ndarray, per_owner: int) -> np.ndarray:
-        """Up to `per_owner` videos of each owner, owners in the given order (-1 owners skipped)."""
-        owners = owners[owners >= 0]
-        starts = self.indptr[owners]  # (n_owners,)
-        counts = np.minimum(self.indptr[owners + 1] - starts, per_owner)
-        ends = np.cumsum(counts)
-        offsets = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
-        return self.videos[np.repeat(starts, counts) + offsets]
+    follows: Callable[[str], list[str]] | None = None
+    blocks: Callable[[str], list[str]] | None = None
+    recently_shown: Callable[[str], list[str]] | None = None
 
 
 class FeedService:
     """Ranks feeds from one immutable bundle (and, when given, live state); safe to share between requests."""
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        config: FeedConfig | None = None,
-        model_version: str | None = None,
-        catalog: Catalog | None = None,
-        live: LiveUsers | None = None,
-        follows: Callable[[str], list[str]] | None = None,
-    ) -> None:
-        self.bundle, self.live, self.follows = bundle, live, follows
+    def __init__(self, bundle: Bundle, config: FeedConfig | None = None, model_version: str | None = None,
+                 catalog: Catalog | None = None, live: LiveUsers | None = None,
+                 signals: UserSignals | None = None) -> None:
+        self.bundle, self.live, self.signals = bundle, live, signals or UserSignals()
         self.degraded = 0  # requests served without real-time state because the store failed
         self.config = config or FeedConfig()
         self.model_version = model_version or bundle.bundle_id
         self.catalog = cat = catalog or bundle.catalog
-        n_videos, n_trained = len(cat.videos), len(bundle.catalog.videos)
-        self._popularity = np.zeros(n_videos, dtype=np.float32)  # (n_videos,) videos added later count 0
-        self._popularity[:n_trained] = bundle.popularity
-        # within a creator or product, videos added after training come first: they have no vector of their own
-        priority = self._popularity + (np.arange(n_videos) >= n_trained) * (self._popularity.max(initial=0) + 1)
-        published = np.nan_to_num(cat.video_published_ms, nan=-np.inf)  # (n_videos,)
-        self._by_creator = Grouped(cat.video_creator, len(cat.creators), priority)
-        self._by_product = Grouped(cat.video_product, len(cat.products), priority)
-        self._newest_by_creator = Grouped(cat.video_creator, len(cat.creators), published)
-        self._popular = np.argsort(-self._popularity, kind="stable")
-        self._newest = np.argsort(-published, kind="stable")
-        hidden = self._out_of_stock() if self.config.hide_out_of_stock else np.zeros(n_videos, bool)
-        self._hidden = np.flatnonzero(hidden)  # (n_hidden,) video rows never shown
+        stats = bundle.stats or Stats.empty(len(bundle.users), len(bundle.catalog.videos), len(cat.categories))
+        factors = {name: rel.item_factors for name, rel in bundle.relations.items()}
+        self.tables = FeatureTables(factors, cat, stats, self.config.prior_strength)
+        self.sources = CandidateSources(bundle, cat, self.tables, self.config.candidates)
+        self.formula = ValueFormula.from_dict(bundle.manifest["value_formula"]) if "value_formula" in \
+            bundle.manifest else ValueFormula()
+        self.ranking = self.config.ranking if bundle.ranker is not None else (
+            "popular" if self.config.ranking == "popular" else "retrieval")
+        self.hashes = id_hashes(cat.videos.ids)  # (n_videos,) for cursors
+        self._all_by_creator = Grouped(cat.video_creator, len(cat.creators), np.zeros(len(cat.videos)))
+        self._hidden = np.flatnonzero(self._out_of_stock()) if self.config.hide_out_of_stock else np.zeros(0, int)
+        self._new_creators = self._find_new_creators()
 
     def with_catalog(self, catalog: Catalog) -> FeedService:
         """The same model and settings over a newer catalog."""
         live = self.live.with_catalog(catalog) if self.live else None
-        return FeedService(self.bundle, self.config, self.model_version, catalog, live, self.follows)
+        return FeedService(self.bundle, self.config, self.model_version, catalog, live, self.signals)
 
     def _out_of_stock(self) -> np.ndarray:
         """(n_videos,) True where the video's product is out of stock."""
@@ -138,6 +143,46 @@ class FeedService:
         if len(cat.products) == 0:
             return np.zeros(len(cat.videos), dtype=bool)
         return (cat.video_product >= 0) & ~cat.product_in_stock[np.maximum(cat.video_product, 0)]
+
+    def _find_new_creators(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Creators with few training views: (creator rows, views, purchases), newest publishers first."""
+        cat, counts = self.catalog, self.tables.stats.video_counts
+        has = cat.video_creator >= 0
+        n = len(cat.creators)
+        views = np.bincount(cat.video_creator[has], weights=counts["views"][has], minlength=n)
+        buys = np.bincount(cat.video_creator[has], weights=counts["purchases"][has], minlength=n)
+        latest = np.full(n, -np.inf)
+        np.maximum.at(latest, cat.video_creator[has], np.nan_to_num(cat.video_published_ms[has], nan=-np.inf))
+        new = np.flatnonzero(views < self.config.page.new_creator_max_views)
+        new = new[np.argsort(-latest[new], kind="stable")][:500]  # the pool Thompson sampling draws from
+        return new, views[new], buys[new]
+
+    # ---- the request path -------------------------------------------------------------------------------
+
+    def feed(self, user_id: str, limit: int = 20, exclude: tuple[str, ...] = (), cursor: Cursor | None = None,
+             seed: int | None = None, now_ms: float | None = None) -> Feed:
+        """One page of the user's feed; pass the returned `next_cursor` back for the next page."""
+        cursor = cursor or Cursor.first(seed if seed is not None else int(np.random.default_rng().integers(2**31)))
+        state = self._live_state(user_id)
+        user = self._user_view(user_id, state)
+        blocked = self._blocked(user_id, state, exclude)
+        cands = self._candidates(user, blocked, cursor, limit)
+        rng = np.random.default_rng([zlib.crc32(user_id.encode()), cursor.seed, cursor.page])
+        cands = self._with_new_creator(cands, blocked, cursor, rng)
+        relevance, probs = self._relevance(user, cands, now_ms)
+        chosen = assemble(self._page_input(cands, relevance), limit, self.config.page,
+                          self._slots(cands, blocked, limit))
+        items = [self._item(cands, i, relevance, probs) for i in chosen]
+        shown = self.catalog.videos.ids[cands.videos[chosen]]
+        following = cursor.next(cursor.seed, shown, self.config.max_depth) if len(chosen) == limit else None
+        return Feed(uuid.uuid4().hex, user_id, items, self.model_version, cold_start=not user.vectors,
+                    seed=cursor.seed, next_cursor=following.encode() if following else None, ranking=self.ranking)
+
+    def candidates(self, user_id: str, n: int = 50) -> dict[str, list[str]]:
+        """Each source's ranked candidate video ids for a user, before fusion and filters (for inspection)."""
+        user = self._user_view(user_id, self._live_state(user_id))
+        lists = self.sources.lists(user, 0)
+        return {name: [str(v) for v in self.catalog.videos.ids[rows[:n]]] for name, (rows, _) in lists.items()}
 
     def _live_state(self, user_id: str) -> LiveUser | None:
         """The user's real-time state; None (serve as trained) when there is none or the store fails."""
@@ -149,94 +194,147 @@ class FeedService:
             self.degraded += 1  # counted on /metrics; the feed itself must not fail
             return None
 
-    def feed(self, user_id: str, limit: int = 20, exclude: tuple[str, ...] = ()) -> Feed:
-        """The user's ranked feed; a user with no vector at all gets the popularity feed."""
-        state = self._live_state(user_id)
-        vectors = self._vectors(user_id, state)
-        blocked = self._blocked(user_id, state, exclude)
-        ranked = self._candidates(user_id, vectors, limit + len(blocked))
-        videos, scores, sources = fuse(ranked, self.config, blocked, limit)
-        videos, scores, sources = self._fresh_slot(videos, scores, sources, blocked, limit)
-        items = [self._item(v, s, src) for v, s, src in zip(videos, scores, sources, strict=True)]
-        return Feed(uuid.uuid4().hex, user_id, items, self.model_version, cold_start=not vectors)
+    def _read(self, name: str, user_id: str) -> list[str]:
+        """One per-request store read; nothing when it is not wired or the store fails."""
+        read = getattr(self.signals, name)
+        if read is None:
+            return []
+        try:
+            return read(user_id)
+        except FeedError:  # the store is down: counted once per request by _live_state
+            return []
 
-    def candidates(self, user_id: str, n: int = 50) -> dict[str, list[str]]:
-        """Each source's ranked candidate video ids for a user, before fusion and filters (for inspection)."""
-        state = self._live_state(user_id)
-        ranked = self._candidates(user_id, self._vectors(user_id, state), n)
-        return {name: [str(v) for v in self.catalog.videos.ids[rows[:n]]] for name, rows in ranked.items()}
-
-    def _vectors(self, user_id: str, state: LiveUser | None) -> dict[str, np.ndarray]:
-        """The user's vector per relation: refreshed from new events when there are some, else as trained."""
+    def _user_view(self, user_id: str, state: LiveUser | None) -> UserView:
+        """Vectors, latest videos, follows, category history and segment of the user."""
         row = self.bundle.users.row(user_id)
         vectors = {name: rel.user_factors[row] for name, rel in self.bundle.relations.items()} if row >= 0 else {}
-        return {**vectors, **(state.vectors if state else {})}
+        vectors.update(state.vectors if state else {})
+        stats, n_categories = self.tables.stats, len(self.catalog.categories)
+        categories = stats.categories_of(row, n_categories)
+        recent = stats.recent_of(row)
+        if state is not None and len(state.recent):
+            recent = np.concatenate([state.recent, recent[~np.isin(recent, state.recent)]])
+            categories[:len(state.categories)] += state.categories[:n_categories]
+        fresh_vector = state is not None and "video" in state.vectors
+        segment = stats.segment_of(vectors.get("video")) if fresh_vector or row < 0 else (
+            int(stats.user_segment[row]) if row < len(stats.user_segment) else -1)
+        follows = self.catalog.creators.rows(self._read("follows", user_id))
+        return UserView(user_id, vectors, recent, follows[follows >= 0], categories, segment)
 
     def _blocked(self, user_id: str, state: LiveUser | None, exclude: tuple[str, ...]) -> np.ndarray:
-        """Video rows never to show this user: seen to the end, bought, their own, excluded, out of stock."""
-        row = self.bundle.users.row(user_id)
-        seen_ptr = self.bundle.seen.indptr
-        seen = self.bundle.seen.indices[seen_ptr[row]:seen_ptr[row + 1]] if row >= 0 else seen_ptr[:0]
-        own = self._by_creator.top(np.array([self.catalog.creators.row(user_id)]), len(self._popular))
-        bought_ptr = self.bundle.bought.indptr
-        bought = self.bundle.bought.indices[bought_ptr[row]:bought_ptr[row + 1]] if row >= 0 else bought_ptr[:0]
-        own = np.concatenate([own, self._by_product.top(bought.astype(np.int64), len(self._popular))])  # + bought
-        excluded = self.catalog.videos.rows(list(exclude)) if exclude else np.zeros(0, dtype=np.int64)
-        live = state.blocked if state else seen_ptr[:0]
-        return np.concatenate([seen, live, own, excluded[excluded >= 0], self._hidden]).astype(np.int64)
+        """Video rows never to show this user now (see the module docstring)."""
+        row, cat, everything = self.bundle.users.row(user_id), self.catalog, len(self.catalog.videos)
+        seen = _row_of(self.bundle.seen, row)
+        bought = _row_of(self.bundle.bought, row)
+        creators = cat.creators.rows([user_id, *self._read("blocks", user_id)])
+        own_or_blocked, _ = self._all_by_creator.top(creators, everything)
+        of_bought, _ = self.sources.by_product.top(bought, everything)
+        shown = cat.videos.rows(self._read("recently_shown", user_id))
+        excluded = cat.videos.rows(list(exclude)) if exclude else np.zeros(0, dtype=np.int64)
+        live = state.blocked if state else np.zeros(0, dtype=np.int64)
+        parts = [seen, live, own_or_blocked, of_bought, shown[shown >= 0], excluded[excluded >= 0], self._hidden]
+        return np.concatenate(parts).astype(np.int64)
 
-    def _candidates(self, user_id: str, vectors: dict[str, np.ndarray], extra: int) -> dict[str, np.ndarray]:
-        """Ranked video rows from each source."""
-        n = self.config.candidates_per_source + extra
-        ranked = {"popular": self._popular[:n]}
-        if self.follows is not None:
-            ranked["following"] = self._following(user_id)
-        for name, vector in vectors.items():
-            items, _ = self.bundle.relations[name].index.search(vector, n)
-            ranked[name] = self._videos_of(name, items[0][items[0] >= 0])
-        return ranked
+    def _candidates(self, user: UserView, blocked: np.ndarray, cursor: Cursor, limit: int) -> Candidates:
+        """Fused candidates without blocked rows or anything an earlier page showed."""
+        cands = self.sources.gather(user, blocked, len(blocked) + len(cursor.shown) + limit)
+        if len(cursor.shown):
+            keep = ~np.isin(self.hashes[cands.videos], cursor.shown)
+            cands = Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])
+        return cands
 
-    def _following(self, user_id: str) -> np.ndarray:
-        """The newest videos of the creators the user follows (none when the store fails)."""
-        try:
-            followed = self.follows(user_id)
-        except FeedError:  # the store is down: already counted by _live_state for this request
-            followed = []
-        creators = self.catalog.creators.rows(followed)
-        return self._newest_by_creator.top(creators, self.config.videos_per_creator)
+    def _with_new_creator(self, cands: Candidates, blocked: np.ndarray, cursor: Cursor,
+                          rng: np.random.Generator) -> Candidates:
+        """Add one video of a new creator drawn by Thompson sampling (source `new_creator`)."""
+        if not self.config.page.new_creator_slot or len(self._new_creators[0]) == 0:
+            return cands
+        creators, views, buys = self._new_creators
+        arm = thompson_pick(buys, views, self.config.page.explore_prior, rng)
+        videos, _ = self.sources.newest_by_creator.top(creators[arm:arm + 1], 5)
+        videos = videos[~np.isin(videos, blocked) & ~np.isin(self.hashes[videos], cursor.shown)]
+        if len(videos) == 0:
+            return cands
+        video = videos[0]
+        at = np.flatnonzero(cands.videos == video)
+        source = SOURCES.index("new_creator")
+        if len(at):
+            cands.source[at[0]] = source
+            return cands
+        return Candidates(np.append(cands.videos, video), np.append(cands.rrf, 0.0),
+                          np.append(cands.source, source), np.append(cands.detail, -1))
 
-    def _videos_of(self, relation: str, items: np.ndarray) -> np.ndarray:
-        """Map a relation's ranked items to ranked video rows."""
-        if relation == "creator":
-            return self._by_creator.top(items, self.config.videos_per_creator)
-        if relation == "product":
-            return self._by_product.top(items, self.config.videos_per_product)
-        return items
+    def _relevance(self, user: UserView, cands: Candidates, now_ms: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) relevance and (n, 3) probabilities (empty without a ranker)."""
+        if self.ranking == "popular":
+            return self.tables.log_views[cands.videos].astype(np.float64), np.zeros((0, 3))
+        if self.ranking == "retrieval":
+            return cands.rrf, np.zeros((0, 3))
+        now = now_ms if now_ms is not None else self.tables.stats.end_ms
+        x = self.tables.features(cands.videos, self._pairs(user, cands.videos), now)
+        probs = self.bundle.ranker.predict(x)
+        value = self.formula.value(probs, self.tables.price[cands.videos], self.tables.commission[cands.videos])
+        w, k = self.config.ranker_weight, self.config.rank_k
+        return w / (k + _ranks(value)) + (1.0 - w) / (k + _ranks(cands.rrf)), probs
 
-    def _fresh_slot(self, videos: np.ndarray, scores: np.ndarray, sources: list[str], blocked: np.ndarray,
-                    limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Give one position to the newest video the page lacks (exploration for new content)."""
-        position = self.config.fresh_position
-        if not self.config.fresh_slot or len(videos) <= position:
-            return videos, scores, sources
-        candidates = self._newest[:len(blocked) + len(videos) + 1]
-        fresh = candidates[~np.isin(candidates, blocked) & ~np.isin(candidates, videos)][:1]
-        if len(fresh) == 0:
-            return videos, scores, sources
-        videos = np.insert(videos, position, fresh[0])[:limit]
-        scores = np.insert(scores, position, scores[position])[:limit]  # ties with the item it displaces
-        return videos, scores, (sources[:position] + ["fresh"] + sources[position:])[:limit]
+    def _pairs(self, user: UserView, videos: np.ndarray) -> PairContext:
+        """Per-pair context for one user and many videos."""
+        n = len(videos)
+        affinity = {name: self.tables.affinity(name, vector, videos) for name, vector in user.vectors.items()}
+        creator = self.catalog.video_creator[videos]
+        return PairContext(
+            affinity=affinity, follows=np.isin(creator, user.follows).astype(np.float32),
+            session_sim=self.tables.session_similarity(user.recent, videos),
+            segment=np.full(n, user.segment, dtype=np.int64),
+            category_share=self.tables.category_share(user.categories, videos),
+            activity=np.full(n, float(user.categories.sum()), dtype=np.float32))
 
-    def _item(self, video: int, score: float, source: str) -> FeedItem:
-        """A response item for one video row."""
-        cat = self.catalog
-        creator = int(cat.video_creator[video])
-        return FeedItem(
-            video_id=str(cat.videos.ids[video]),
-            creator_id=str(cat.creators.ids[creator]) if creator >= 0 else None,
-            product=self._product(int(cat.video_product[video])),
-            score=float(score), reason=REASONS[source], source=source,
-        )
+    def _page_input(self, cands: Candidates, relevance: np.ndarray) -> PageInput:
+        """The arrays page assembly needs."""
+        videos, cat, unit = cands.videos, self.catalog, self.tables.unit_video
+        known = videos < len(unit)
+        vectors = np.where(known[:, None], unit[np.where(known, videos, 0)], 0.0) if len(unit) else np.zeros(
+            (len(videos), 1))
+        return PageInput(relevance, cat.video_creator[videos], cat.video_product[videos],
+                         cat.video_merchant(videos), vectors)
+
+    def _slots(self, cands: Candidates, blocked: np.ndarray, limit: int) -> dict[int, int]:
+        """Positions reserved for exploration: the new-creator pick and the newest video not yet shown."""
+        config, slots = self.config.page, {}
+        new = np.flatnonzero(cands.source == SOURCES.index("new_creator"))
+        if config.new_creator_slot and len(new) and config.new_creator_position < limit:
+            slots[config.new_creator_position] = int(new[0])
+        if config.fresh_slot and config.fresh_position < limit and len(cands.videos):
+            published = np.nan_to_num(self.catalog.video_published_ms[cands.videos], nan=-np.inf)
+            published[list(slots.values())] = -np.inf
+            newest = int(np.argmax(published))
+            if np.isfinite(published[newest]):
+                slots[config.fresh_position] = newest
+        return slots
+
+    def _item(self, cands: Candidates, i: int, relevance: np.ndarray, probs: np.ndarray) -> FeedItem:
+        """A response item for candidate i."""
+        cat, video = self.catalog, int(cands.videos[i])
+        creator, product = int(cat.video_creator[video]), int(cat.video_product[video])
+        merchant = int(cat.video_merchant(np.array([video]))[0])
+        creator_id = str(cat.creators.ids[creator]) if creator >= 0 else None
+        source = SOURCES[int(cands.source[i])]
+        info = self._product(product)
+        sponsored = creator_id is not None and merchant >= 0 and str(cat.merchants.ids[merchant]) == creator_id
+        earns = info is not None and (info.commission_rate or 0.0) > 0 and not sponsored
+        predicted = dict(zip(("watch", "share", "purchase"), map(float, probs[i]), strict=True)) if len(
+            probs) else None
+        return FeedItem(str(cat.videos.ids[video]), creator_id, info, float(relevance[i]),
+                        self._reason(source, int(cands.detail[i]), creator_id), source, sponsored, earns, predicted)
+
+    def _reason(self, source: str, detail: int, creator_id: str | None) -> str:
+        """Why a candidate is on the page, in the user's words."""
+        if source == "following":
+            return f"you follow {creator_id}"
+        if source == "trending" and detail >= 0:
+            return f"trending in {self.catalog.categories.ids[detail]}"
+        if source == "session" and detail >= 0:
+            return "like the video you just watched"
+        return REASONS[source]
 
     def _product(self, row: int) -> ProductInfo | None:
         """Product info for a product row, None for -1."""
@@ -248,22 +346,28 @@ class FeedService:
                            None if np.isnan(rate) else rate)
 
 
-def fuse(
-    ranked: dict[str, np.ndarray], config: FeedConfig, blocked: np.ndarray, limit: int
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Weighted reciprocal-rank fusion of ranked video lists; returns the top `limit` videos,
-    their fused scores and the source that contributed most to each. No video appears twice."""
-    names = list(ranked)
-    videos = np.concatenate([ranked[n] for n in names]).astype(np.int64)
-    source = np.concatenate([np.full(len(ranked[n]), i) for i, n in enumerate(names)]).astype(np.int64)
-    contrib = np.concatenate([config.source_weights.get(n, 0.0) / (config.rrf_k + 1 + np.arange(len(ranked[n])))
-                              for n in names])
-    keep = ~np.isin(videos, blocked)
-    videos, source, contrib = videos[keep], source[keep], contrib[keep]
-    unique, inverse = np.unique(videos, return_inverse=True)
-    cells = np.bincount(inverse * len(names) + source, weights=contrib, minlength=len(unique) * len(names))
-    per_source = cells.reshape(len(unique), len(names))  # (n_unique_videos, n_sources)
-    total = per_source.sum(axis=1)
-    order = np.lexsort((unique, -total))[:limit]
-    best = per_source[order].argmax(axis=1)
-    return unique[order], total[order], [names[s] for s in best]
+REASONS = {
+    "video": "similar to videos you watched",
+    "creator": "a creator you trust",
+    "product": "a product for you, from the creator you trust most for it",
+    "following": "from a creator you follow",
+    "trending": "trending now",
+    "fresh": "new video",
+    "session": "like what you just watched",
+    "popular": "popular now",
+    "new_creator": "new creator",
+}
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """0-based rank of each value, highest first (ties by position)."""
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[np.argsort(-values, kind="stable")] = np.arange(len(values))
+    return ranks
+
+
+def _row_of(matrix: object, row: int) -> np.ndarray:
+    """Column indices of one CSR row (empty for -1)."""
+    if row < 0:
+        return np.zeros(0, dtype=np.int64)
+    return matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]].astype(np.int64)

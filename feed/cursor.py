@@ -1,0 +1,77 @@
+"""Opaque pagination cursors: the request seed, the page number and what earlier pages showed.
+
+A cursor is base64url of a zlib-compressed record (format byte, seed, page, the 32-bit hashes of every video id
+shown so far) followed by a CRC32, so a truncated or edited cursor is rejected with `CursorError` instead of
+silently serving repeats. Hashing ids (not rows) keeps a cursor valid across model reloads. A hash collision can
+only hide one extra video; it can never show a video twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from feed.errors import FeedError
+
+FORMAT = 1
+_HEAD = struct.Struct("<BIH")  # format, seed, page
+
+
+class CursorError(FeedError):
+    """A cursor that this service did not issue, or that was damaged on the way."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts."""
+
+    seed: int
+    page: int
+    shown: np.ndarray  # (n,) uint32 hashes of the video ids on earlier pages
+
+    def encode(self) -> str:
+        """The opaque string handed to the client."""
+        body = _HEAD.pack(FORMAT, self.seed, self.page) + self.shown.astype("<u4").tobytes()
+        packed = zlib.compress(body, 6)
+        return base64.urlsafe_b64encode(packed + struct.pack("<I", zlib.crc32(packed))).decode().rstrip("=")
+
+    def next(self, seed: int, shown_ids: np.ndarray, max_items: int) -> Cursor | None:
+        """The cursor after a page that showed these ids; None when the feed reached its maximum depth."""
+        shown = np.concatenate([self.shown, id_hashes(shown_ids)])
+        return None if len(shown) >= max_items else Cursor(seed, self.page + 1, shown)
+
+    @classmethod
+    def first(cls, seed: int) -> Cursor:
+        """The state before the first page."""
+        return cls(seed, 0, np.zeros(0, dtype=np.uint32))
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Parse a cursor from `encode`; CursorError says what is wrong."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise CursorError("cursor is not base64url: pass back next_cursor exactly as received") from exc
+        if len(raw) < 5 or zlib.crc32(raw[:-4]) != struct.unpack("<I", raw[-4:])[0]:
+            raise CursorError("cursor checksum does not match: it was truncated or changed")
+        try:
+            body = zlib.decompress(raw[:-4])
+            fmt, seed, page = _HEAD.unpack_from(body)
+        except (zlib.error, struct.error) as exc:
+            raise CursorError("cursor content is damaged: pass back next_cursor exactly as received") from exc
+        if fmt != FORMAT or (len(body) - _HEAD.size) % 4:
+            raise CursorError(f"cursor format {fmt} is not supported (expected {FORMAT})")
+        return cls(seed, page, np.frombuffer(body[_HEAD.size:], dtype="<u4").astype(np.uint32))
+
+
+def id_hashes(ids: np.ndarray) -> np.ndarray:
+    """(n,) uint32 stable hashes of string ids (the same in every process and version of this format)."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.uint32)
+    return (pd.util.hash_array(np.asarray(ids, dtype=object)) & 0xFFFFFFFF).astype(np.uint32)

@@ -1,0 +1,149 @@
+"""Ranking features of (user, video) pairs, the same function at training time (logged impressions) and serving.
+
+Every candidate gets the same features whichever source proposed it: the score each source ranks by (the user's
+affinity to the video, its creator and its product; following; similarity to the user's latest videos; trend and
+popularity) plus smoothed priors (watch-through, share and purchase rates of the video, the creator's conversion,
+the video's conversion among users of the same segment), price, commission rate, freshness and the user's history
+in the video's category. Features are plain float32 arrays of shape (n_pairs, len(FEATURES)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from feed.dataset import Catalog
+from feed.stats import DAY_MS, Stats, smoothed
+
+FEATURES: tuple[str, ...] = (
+    "aff_video", "aff_creator", "aff_product", "follows", "session_sim", "log_views", "log_trend",
+    "watch_prior", "share_prior", "buy_prior", "creator_buy_prior", "segment_buy_prior", "log_price", "has_price",
+    "commission_rate", "log_age_days", "category_share", "log_user_activity", "has_vector",
+)
+UNKNOWN_AGE_DAYS = 365.0
+
+
+@dataclass
+class PairContext:
+    """Per-pair facts about the users: each array has one entry per (user, video) pair."""
+
+    affinity: dict[str, np.ndarray]  # relation -> (n,) user·item inner product, 0 when either has no vector
+    follows: np.ndarray  # (n,) 1 when the user follows the video's creator
+    session_sim: np.ndarray  # (n,) max cosine between the video and the user's latest videos
+    segment: np.ndarray  # (n,) int64 user segment, -1 when unknown
+    category_share: np.ndarray  # (n,) share of the user's engaged events in the video's category
+    activity: np.ndarray  # (n,) the user's engaged events in training
+
+
+class FeatureTables:
+    """Per-video arrays the features read, precomputed once per model and catalog."""
+
+    def __init__(self, item_factors: dict[str, np.ndarray], catalog: Catalog, stats: Stats,
+                 prior_strength: float = 20.0) -> None:
+        n = len(catalog.videos)
+        self.catalog, self.item_factors, self.stats = catalog, item_factors, stats.padded(n)
+        counts = self.stats.video_counts
+        self.n_trained = len(item_factors["video"]) if "video" in item_factors else 0
+        watch_trials = counts["impressions"] if counts["impressions"].sum() > 0 else counts["views"]
+        self.watch_prior = smoothed(counts["full_views"], watch_trials, prior_strength)  # (n_videos,)
+        self.share_prior = smoothed(counts["shares"], counts["views"], prior_strength)
+        self.buy_prior = smoothed(counts["purchases"], counts["views"], prior_strength)
+        self.creator_buy_prior = self._creator_prior(counts, prior_strength)
+        seg_v, seg_p = self.stats.segment_views, self.stats.segment_purchases  # (n_segments, n_videos)
+        self.segment_buy = ((seg_p + prior_strength * self.buy_prior) / (seg_v + prior_strength)).astype(np.float32)
+        self.log_views = np.log1p(counts["views"]).astype(np.float32)
+        self.log_trend = np.log1p(self.stats.trend).astype(np.float32)
+        self.category = catalog.video_category(np.arange(n))  # (n_videos,)
+        self._product_arrays(catalog)
+        self.unit_video = _unit(item_factors["video"]) if "video" in item_factors else np.zeros((0, 1), np.float32)
+
+    def _creator_prior(self, counts: dict[str, np.ndarray], strength: float) -> np.ndarray:
+        """(n_videos,) the smoothed purchase rate per view of each video's creator."""
+        creator = self.catalog.video_creator
+        n_creators = len(self.catalog.creators)
+        has = creator >= 0
+        views = np.bincount(creator[has], weights=counts["views"][has], minlength=n_creators)
+        buys = np.bincount(creator[has], weights=counts["purchases"][has], minlength=n_creators)
+        per_creator = smoothed(buys, views, strength)
+        global_rate = smoothed(np.array([buys.sum()]), np.array([views.sum()]), strength)[0]
+        return np.where(has, per_creator[np.maximum(creator, 0)] if n_creators else 0.0, global_rate).astype(
+            np.float32)
+
+    def _product_arrays(self, catalog: Catalog) -> None:
+        """Price, its presence and commission rate per video (0 when the video sells nothing known)."""
+        product = catalog.video_product
+        has = product >= 0
+        price = np.where(has, catalog.product_price[np.maximum(product, 0)] if len(catalog.products) else np.nan,
+                         np.nan)
+        rate = np.where(has, catalog.product_commission[np.maximum(product, 0)] if len(catalog.products) else 0.0,
+                        0.0)
+        self.price = np.nan_to_num(price, nan=0.0).astype(np.float32)  # (n_videos,)
+        self.has_price = np.isfinite(price).astype(np.float32)
+        self.commission = np.clip(np.nan_to_num(rate, nan=0.0), 0.0, 1.0).astype(np.float32)
+
+    def affinity(self, relation: str, vectors: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """User·item inner products for each video's item of a relation; vectors (dim,) or (n, dim); (n,)."""
+        factors = self.item_factors.get(relation)
+        if factors is None:
+            return np.zeros(len(videos), dtype=np.float32)
+        items = self.items_of(relation, videos)
+        known = (items >= 0) & (items < len(factors))
+        gathered = factors[np.where(known, items, 0)]  # (n, dim)
+        dots = gathered @ vectors if vectors.ndim == 1 else np.einsum("ij,ij->i", gathered, vectors)
+        return np.where(known, dots, 0.0).astype(np.float32)
+
+    def items_of(self, relation: str, videos: np.ndarray) -> np.ndarray:
+        """The relation's item row of each video (-1 where it has none)."""
+        if relation == "creator":
+            return self.catalog.video_creator[videos]
+        if relation == "product":
+            return self.catalog.video_product[videos]
+        return videos
+
+    def session_similarity(self, recent: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """Max cosine between each video and any of one user's recent video rows; (n,)."""
+        recent = recent[recent < len(self.unit_video)]
+        if len(recent) == 0:
+            return np.zeros(len(videos), dtype=np.float32)
+        known = videos < len(self.unit_video)
+        sims = self.unit_video[np.where(known, videos, 0)] @ self.unit_video[recent].T  # (n, n_recent)
+        return np.where(known, sims.max(axis=1), 0.0).astype(np.float32)
+
+    def category_share(self, history: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """Share of one user's engaged events (history: (n_categories,) counts) in each video's category; (n,)."""
+        total = float(history.sum())
+        if total <= 0:
+            return np.zeros(len(videos), dtype=np.float32)
+        category = self.category[videos]
+        return np.where(category >= 0, history[np.maximum(category, 0)] / total, 0.0).astype(np.float32)
+
+    def segment_prior(self, segment: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """The video's smoothed conversion in the pair's segment, its overall prior for segment -1; (n,)."""
+        if len(self.segment_buy) == 0:
+            return self.buy_prior[videos]
+        known = segment >= 0
+        return np.where(known, self.segment_buy[np.where(known, segment, 0), videos], self.buy_prior[videos])
+
+    def features(self, videos: np.ndarray, pairs: PairContext, now_ms: float) -> np.ndarray:
+        """(n, len(FEATURES)) float32 features of the pairs (videos[i], pair i's user)."""
+        published = self.catalog.video_published_ms[videos]
+        age = np.where(np.isfinite(published), np.maximum(now_ms - published, 0.0) / DAY_MS, UNKNOWN_AGE_DAYS)
+        columns = (
+            pairs.affinity.get("video", 0.0), pairs.affinity.get("creator", 0.0), pairs.affinity.get("product", 0.0),
+            pairs.follows, pairs.session_sim, self.log_views[videos], self.log_trend[videos],
+            self.watch_prior[videos], self.share_prior[videos], self.buy_prior[videos],
+            self.creator_buy_prior[videos], self.segment_prior(pairs.segment, videos),
+            np.log1p(self.price[videos]), self.has_price[videos], self.commission[videos], np.log1p(age),
+            pairs.category_share, np.log1p(pairs.activity), (videos < self.n_trained).astype(np.float32),
+        )
+        out = np.empty((len(videos), len(FEATURES)), dtype=np.float32)
+        for j, column in enumerate(columns):
+            out[:, j] = column
+        return out
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,109 @@
+"""The ranker: p(watch-through), p(share) and p(purchase) per candidate, and the value formula that combines them.
+
+The model is a small multi-task network (standardized features → one ReLU layer → one logit per action), each
+head calibrated with Platt scaling on a later validation period. It is trained by `training.ranker` with torch
+and shipped in the bundle as plain arrays (`ranker.npz`), so serving runs it with numpy: no torch on the
+request path.
+
+Value of a candidate (formula version 1, weights from config):
+
+    base  = w_watch·p(watch) + w_share·p(share) + w_purchase·p(purchase) + λ·p(purchase)·price
+    comm  = γ·p(purchase)·price·commission_rate, capped at cap/(1 − cap)·base
+    value = base + comm
+
+so the commission term is at most `cap` of a candidate's value: a high commission can tip a close call but can
+never buy placement for a video the user is unlikely to want.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feed.errors import ArtifactError
+from feed.features import FEATURES
+
+HEADS: tuple[str, ...] = ("watch", "share", "purchase")
+VALUE_FORMULA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ValueFormula:
+    """How predicted actions become one value per candidate (see the module docstring)."""
+
+    version: int = VALUE_FORMULA_VERSION
+    weights: dict[str, float] = field(default_factory=lambda: {"watch": 1.0, "share": 4.0, "purchase": 40.0})
+    price_weight: float = 0.2  # λ: expected GMV per unit of price
+    commission_weight: float = 1.0  # γ
+    commission_cap: float = 0.1  # the commission term's largest share of the value
+
+    def value(self, probs: np.ndarray, price: np.ndarray, commission: np.ndarray) -> np.ndarray:
+        """(n,) value of candidates from (n, 3) probabilities in HEADS order, prices and commission rates."""
+        weights = np.array([self.weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
+        buy = probs[:, HEADS.index("purchase")]
+        base = probs @ weights + self.price_weight * buy * price
+        ceiling = self.commission_cap / (1.0 - self.commission_cap) * np.maximum(base, 0.0)
+        return base + np.minimum(self.commission_weight * buy * price * commission, ceiling)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the manifest."""
+        return {"version": self.version, "weights": dict(self.weights), "price_weight": self.price_weight,
+                "commission_weight": self.commission_weight, "commission_cap": self.commission_cap}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValueFormula:
+        """The formula recorded in a manifest."""
+        return cls(int(data["version"]), dict(data["weights"]), float(data["price_weight"]),
+                   float(data["commission_weight"]), float(data["commission_cap"]))
+
+
+@dataclass
+class Ranker:
+    """Standardize → ReLU layer → logits per head → Platt calibration → probabilities."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray  # (n_features,)
+    scale: np.ndarray  # (n_features,)
+    w1: np.ndarray  # (n_features, hidden)
+    b1: np.ndarray  # (hidden,)
+    w2: np.ndarray  # (hidden, n_heads)
+    b2: np.ndarray  # (n_heads,)
+    calib_a: np.ndarray = field(default_factory=lambda: np.ones(len(HEADS), np.float32))  # (n_heads,)
+    calib_b: np.ndarray = field(default_factory=lambda: np.zeros(len(HEADS), np.float32))  # (n_heads,)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, n_heads) uncalibrated logits of (n, n_features) features."""
+        hidden = np.maximum((x - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
+        return hidden @ self.w2 + self.b2
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n, n_heads) calibrated probabilities in HEADS order."""
+        z = self.logits(x) * self.calib_a + self.calib_b
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        """Write the arrays (and feature names) to one npz."""
+        np.savez(path, features=np.array(self.features), **{k: getattr(self, k) for k in _ARRAYS})
+
+    @classmethod
+    def load(cls, path: Path) -> Ranker:
+        """Read a ranker written by `save`; its features must be the ones this version computes."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = tuple(str(f) for f in data["features"])
+                arrays = {k: data[k].astype(np.float32) for k in _ARRAYS}
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"cannot read the ranker ({exc})", path=str(path)) from exc
+        if names != FEATURES:
+            raise ArtifactError(f"ranker was trained on features {list(names)}, this version computes "
+                                f"{list(FEATURES)}; retrain", path=str(path))
+        ranker = cls(names, **arrays)
+        if ranker.w1.shape != (len(names), ranker.b1.shape[0]) or ranker.w2.shape != (ranker.b1.shape[0], len(HEADS)):
+            raise ArtifactError(f"inconsistent layer shapes {ranker.w1.shape} and {ranker.w2.shape}", path=str(path))
+        return ranker
+
+
+_ARRAYS = ("mean", "scale", "w1", "b1", "w2", "b2", "calib_a", "calib_b")
