@@ -146,17 +146,28 @@ def promote(name: str, version: str | None, alias: str, metric: str, force: bool
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write results as JSON.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./.mlflow/mlflow.db).")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@click.option("--feed", "whole_feed", is_flag=True, help="Evaluate the whole feed instead: replay the first page "
+              "of every held-out user (ranker vs retrieval-only vs popularity) on the time split of the config.")
+@click.option("--page-size", type=click.IntRange(1, 100), default=20, show_default=True, help="--feed: page size K.")
+@click.option("--max-users", type=click.IntRange(1), help="--feed: replay a seeded sample of this many users.")
 def evaluate(data: Path | None, split_spec: str, train_events: Path | None, test_events: Path | None, ks: str,
              models: str, relation: str, mask_events: str, cold_threshold: int, config_path: Path | None,
              sets: tuple[str, ...], seed: int, json_path: Path | None, tracking_uri: str | None,
-             no_track: bool) -> None:
-    """Evaluate models and baselines side by side on one split (full ranking, same positives and mask)."""
+             no_track: bool, whole_feed: bool, page_size: int, max_users: int | None) -> None:
+    """Evaluate models and baselines side by side on one split (full ranking, same positives and mask);
+    with --feed, the whole feed pipeline instead."""
     import json
 
     from training import tracking
     from training.config import dotted, load_config
     from training.evaluate import load_split, print_report, run_evaluation
 
+    if whole_feed:
+        if data is None or train_events is not None or split_spec != "time":
+            raise click.UsageError("--feed takes --data DIR and the config's time split (split.test_fraction)")
+        config = load_config(config_path, dotted(parse_sets(sets)))
+        evaluate_feed(data, config, page_size, max_users, json_path, None if no_track else tracking_uri or "")
+        return
     overrides = dotted({**parse_sets(sets), "eval.ks": _int_list(ks, "--k")})
     config = load_config(config_path, overrides)
     split, catalog = load_split(data, split_spec, seed, train_events, test_events)
@@ -170,6 +181,28 @@ def evaluate(data: Path | None, split_spec: str, train_events: Path | None, test
         params = {**report.params, "split": report.split, "relation": relation, "data": str(data or train_events),
                   "config_digest": config.digest()}
         run_id = tracking.log_evaluation(uri, config.mlflow.experiment, params, report.models)
+        click.echo(f"logged to MLflow run {run_id} in {uri}", err=True)
+
+
+def evaluate_feed(data: Path, config: object, page_size: int, max_users: int | None, json_path: Path | None,
+                  tracking_uri: str | None) -> None:
+    """`feed evaluate --feed`: replay, print, and write JSON and MLflow runs (tracking_uri None: no MLflow)."""
+    import json
+
+    from feed.io import load_dataset
+    from training import tracking
+    from training.feed_eval import print_feed_report, run_feed_evaluation
+
+    report = run_feed_evaluation(load_dataset(data), config, page_size, max_users, progress=True)
+    print_feed_report(report)
+    if json_path:
+        json_path.write_text(json.dumps(report.as_json(), indent=2))
+    if tracking_uri is not None:
+        uri = tracking.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
+        params = {"evaluation": "feed", "split": report.split, "k": page_size, "data": str(data),
+                  "n_users": report.n_users, "config_digest": config.digest()}
+        runs = {f"feed-{mode}": metrics for mode, metrics in report.modes.items()}
+        run_id = tracking.log_evaluation(uri, config.mlflow.experiment, params, {**runs, "ranker": report.ranker})
         click.echo(f"logged to MLflow run {run_id} in {uri}", err=True)
 
 

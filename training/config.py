@@ -83,6 +83,45 @@ class EvalConfig(Strict):
         return tuple(sorted(set(ks)))
 
 
+class FeaturesConfig(Strict):
+    """Counts, trends and user context stored with the model for candidates and ranking features."""
+
+    half_life_days: float = Field(3.0, gt=0.0, description="Trend decay: activity counts half after this long.")
+    segments: int = Field(8, ge=0, le=256, description="User segments for conversion 'among users like you'.")
+    recent: int = Field(5, ge=1, le=100, description="Latest videos kept per user for the session source.")
+    prior_strength: float = Field(20.0, ge=0.0, description="Pseudo-events shrinking rates to the global rate.")
+
+
+class ValueConfig(Strict):
+    """The versioned value formula: Σ w·p(action) + λ·p(purchase)·price + capped commission term."""
+
+    version: int = Field(1, ge=1)
+    weights: dict[Literal["watch", "share", "purchase"], float] = Field(
+        default_factory=lambda: {"watch": 1.0, "share": 4.0, "purchase": 40.0})
+    price_weight: float = Field(0.2, ge=0.0)
+    commission_weight: float = Field(1.0, ge=0.0)
+    commission_cap: float = Field(0.1, ge=0.0, lt=1.0, description="Largest share of the value commission can add.")
+
+
+class RankerConfig(Strict):
+    """The ranker: trained on logged impressions of the last part of the training window."""
+
+    enabled: bool = True
+    label_fraction: float = Field(0.3, gt=0.0, lt=1.0,
+                                  description="Latest share of the window whose impressions are examples; "
+                                              "features come from a model fitted on the part before it.")
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Latest examples: calibration, test.")
+    hidden: int = Field(32, ge=1, le=1024)
+    epochs: int = Field(40, ge=1, le=1000)
+    patience: int = Field(3, ge=1)
+    batch_size: int = Field(4096, ge=16)
+    learning_rate: float = Field(3e-3, gt=0.0)
+    max_examples: int = Field(2_000_000, ge=1000, description="Older examples are dropped beyond this many.")
+    pseudo_negatives: int = Field(4, ge=1, description="Without logged impressions: random unshown videos per "
+                                                       "engaged one, as negatives.")
+    value: ValueConfig = ValueConfig()
+
+
 class MlflowConfig(Strict):
     """Where runs are tracked and under which name the model is registered."""
 
@@ -107,6 +146,8 @@ class TrainConfig(Strict):
     index: IndexConfig = IndexConfig()
     split: SplitConfig = SplitConfig()
     eval: EvalConfig = EvalConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    ranker: RankerConfig = RankerConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     @field_validator("weights")

@@ -17,16 +17,26 @@ import pandas as pd
 from rich.console import Console
 
 from feed.bundle import Bundle, RelationModel, write_bundle
-from feed.dataset import (Catalog, Interactions, build_catalog, build_interactions, data_fingerprint,
-                          holdout_positives, time_split, window)
+from feed.dataset import (
+    Catalog,
+    Interactions,
+    build_catalog,
+    build_interactions,
+    data_fingerprint,
+    holdout_positives,
+    time_split,
+    window,
+)
 from feed.index import VectorIndex
 from feed.io import load_dataset
 from feed.metrics import evaluate
-from feed.models.als import ALSRecommender
 from feed.models.popularity import PopularityRecommender
+from feed.stats import compute_stats
 from training import tracking
 from training.config import TrainConfig
+from training.fitting import als, fitted_relations
 from training.promote import PromotionRefused, promote
+from training.ranker import stats_config, train_ranker
 
 
 @dataclass
@@ -71,7 +81,8 @@ def run_training(
         metrics, cutoff = evaluate_holdout(dataset.events, catalog, config, not quiet)
     with steps.step("fitting the served models" + (" on all events" if config.refit_full else "")):
         events = dataset.events if config.refit_full else dataset.events[dataset.events["ts"] < cutoff]
-        bundle = fit_bundle(events, catalog, config, not quiet)
+        bundle, ranker_metrics = fit_bundle(events, catalog, config, not quiet, dataset.follows)
+        metrics.update(ranker_metrics)
     with steps.step(f"writing bundle to {out_dir}"):
         manifest = bundle_manifest(config, events, cutoff, metrics, bundle)
         manifest["eval_key"] = config.eval_key(data_fingerprint(dataset.events))
@@ -91,38 +102,35 @@ def evaluate_holdout(
     split = time_split(events, config.split.test_fraction)
     train = build_interactions(split.train, catalog, config.weights, config.full_watch_ratio)
     metrics: dict[str, float] = {}
-    for relation in _relations(train, config):
+    for relation in fitted_relations(train, config):
         test = holdout_positives(split.test, train, relation, config.eval.weights, config.eval.min_weight)
-        for name, model in (("als", _als(config)), ("popularity", PopularityRecommender())):
+        for name, model in (("als", als(config)), ("popularity", PopularityRecommender())):
             model.fit(train.matrices[relation], show_progress=progress)
             scores = evaluate(model, train.matrices[relation], test, config.eval.ks)
             metrics.update({f"{relation}.{name}.{k}": v for k, v in scores.items()})
     return metrics, split.cutoff
 
 
-def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool) -> Bundle:
-    """Fit ALS for every relation on `events` and index the item vectors."""
+def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool,
+               follows: pd.DataFrame | None = None) -> tuple[Bundle, dict[str, float]]:
+    """Fit ALS for every relation on `events`, index the item vectors, compute stats and train the ranker;
+    returns the bundle and the ranker's held-out metrics."""
     data = build_interactions(events, catalog, config.weights, config.full_watch_ratio)
-    relations = {r: _fit_relation(data, r, config, progress) for r in _relations(data, config)}
+    relations = {r: _fit_relation(data, r, config, progress) for r in fitted_relations(data, config)}
     popularity = PopularityRecommender().fit(data.matrices["video"]).item_counts
-    return Bundle(data.users, catalog, popularity, relations, data.seen, data.bought)
+    video_users = relations["video"].user_factors if "video" in relations else None
+    stats = compute_stats(events, catalog, data.users, video_users, stats_config(config))
+    ranker, metrics = train_ranker(events, catalog, follows, config, progress) if config.ranker.enabled else (
+        None, {})
+    bundle = Bundle(data.users, catalog, popularity, relations, data.seen, data.bought, stats=stats, ranker=ranker)
+    return bundle, metrics
 
 
 def _fit_relation(data: Interactions, relation: str, config: TrainConfig, progress: bool) -> RelationModel:
     """One relation's ALS factors and their FAISS index."""
-    model = _als(config).fit(data.matrices[relation], show_progress=progress)
+    model = als(config).fit(data.matrices[relation], show_progress=progress)
     index = VectorIndex.build(model.item_factors, config.index.factory, config.index.search_params)
     return RelationModel(model.user_factors, model.item_factors, index, data.matrices[relation])
-
-
-def _als(config: TrainConfig) -> ALSRecommender:
-    """An unfitted ALS model from the config."""
-    return ALSRecommender(**config.als.model_dump(), random_state=config.seed, num_threads=config.threads)
-
-
-def _relations(data: Interactions, config: TrainConfig) -> list[str]:
-    """Configured relations that the data supports (creator/product need a catalog with interactions)."""
-    return [r for r in config.relations if r in data.matrices and data.matrices[r].nnz > 0]
 
 
 def bundle_manifest(
@@ -137,6 +145,7 @@ def bundle_manifest(
         "metrics": metrics,
         "library_versions": library_versions(),
         "sample_user_ids": sample_users(bundle, 2),
+        "value_formula": config.ranker.value.model_dump(mode="json"),
     }
 
 
