@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from feed.errors import ArtifactError
 from feed.live import LiveUsers, extend_catalog
 from feed.store.store import EventStore
 from feed.paths import resolve_tracking_uri
-from feed.service import FeedService
+from feed.service import FeedService, UserSignals
 from serving.settings import ServingSettings
 
 
@@ -65,8 +66,19 @@ def _loaded(bundle: Bundle, version: str, source: str, settings: ServingSettings
     current = store.catalog()
     catalog = extend_catalog(bundle.catalog, current.videos, current.products)
     live = LiveUsers(bundle, catalog, store, settings.live_cache_size)
-    service = FeedService(bundle, settings.feed_config(), version, catalog, live, store.follows_of)
+    service = FeedService(bundle, settings.feed_config(), version, catalog, live, user_signals(store, settings))
     return LoadedModel(service, version, source)
+
+
+def user_signals(store: EventStore, settings: ServingSettings) -> UserSignals:
+    """The store reads a feed request makes: follows, blocks and (when enabled) recent impressions."""
+    hours = settings.recent_impression_hours
+
+    def recently_shown(user_id: str) -> list[str]:
+        return store.recent_impressions(user_id, int(time.time() * 1000 - hours * 3_600_000))
+
+    return UserSignals(follows=store.follows_of, blocks=store.blocks_of,
+                       recently_shown=recently_shown if hours > 0 else None)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str]:

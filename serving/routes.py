@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from feed.cursor import Cursor, CursorError
 from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
 from serving.metrics import render
 from serving.schemas import FeedOut, Health, Ready, ReloadOut
@@ -47,12 +48,23 @@ def user_feed(
     request: Request,
     counters: CountersDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Number of items, 1–100.")] = 20,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=16384,
+                                        description="`next_cursor` of the previous page.")] = None,
+    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Request seed (exploration draws); "
+                                      "random when absent, kept by the cursor.")] = None,
+    exclude: Annotated[list[str], Query(max_length=200, description="Video ids not to show (repeat the "
+                                        "parameter).")] = [],  # noqa: B006 - FastAPI copies defaults
 ) -> FeedOut:
     """The user's ranked feed of creator videos; an unknown user gets a popularity feed, never an error.
 
-    With an event store, the user's events since training refresh their vectors and filters, and the page's
-    items are logged as impressions (off the request path)."""
-    feed = model.service.feed(user_id, limit)
+    Page on with `cursor=<next_cursor>`: later pages never repeat earlier ones. With an event store, the user's
+    events since training refresh their vectors and filters, blocked creators and videos shown in the last hours
+    are left out, and the page's items are logged as impressions (off the request path)."""
+    try:
+        parsed = Cursor.decode(cursor) if cursor is not None else None
+    except CursorError as exc:
+        raise HTTPException(400, detail=f"cursor: {exc}") from exc
+    feed = model.service.feed(user_id, limit, tuple(exclude), parsed, seed)
     impressions = request.app.state.impressions
     if impressions is not None:
         impressions.offer(feed)

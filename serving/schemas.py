@@ -17,15 +17,28 @@ class ProductOut(BaseModel):
     commission_rate: float | None = Field(description="Share of the price paid to the creator; null when unknown.")
 
 
+class PredictedOut(BaseModel):
+    """The ranker's calibrated probabilities for this user and video."""
+
+    watch: float = Field(description="p(watched to the end)")
+    share: float = Field(description="p(shared)")
+    purchase: float = Field(description="p(bought through this video)")
+
+
 class FeedItemOut(BaseModel):
     """One ranked video."""
 
     video_id: str
     creator_id: str | None
     product: ProductOut | None
-    score: float
-    reason: str = Field(description="Why this video is here, e.g. 'from a creator you like'.")
-    source: str = Field(description="Candidate source that contributed most: video, creator, product, popular.")
+    score: float = Field(description="Relevance used for the order (comparable within one page only).")
+    reason: str = Field(description="Why this video is here, e.g. 'a creator you trust', 'you follow u12', "
+                                    "'trending in books', 'new creator'.")
+    source: str = Field(description="Candidate source: video, creator, product, following, trending, fresh, "
+                                    "session, popular or new_creator.")
+    sponsored: bool = Field(description="The merchant posted it about its own product (brand content).")
+    earns_commission: bool = Field(description="A purchase through this video pays its creator a commission.")
+    predicted: PredictedOut | None = Field(None, description="Null when the page was ranked without the ranker.")
 
 
 class FeedOut(BaseModel):
@@ -35,20 +48,27 @@ class FeedOut(BaseModel):
     user_id: str
     model_version: str
     cold_start: bool = Field(description="True when the model does not know the user (popularity feed).")
+    ranking: str = Field(description="ranker, retrieval or popular: what ordered this page.")
+    seed: int = Field(description="The request seed: the same user, seed and state give the same page.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page (never repeats this one); "
+                                                "null at the end of the feed.")
     items: list[FeedItemOut]
 
     @classmethod
     def from_feed(cls, feed: Feed) -> FeedOut:
         """Response body from the core library's Feed."""
         return cls(request_id=feed.request_id, user_id=feed.user_id, model_version=feed.model_version,
-                   cold_start=feed.cold_start, items=[_item(i) for i in feed.items])
+                   cold_start=feed.cold_start, ranking=feed.ranking, seed=feed.seed, next_cursor=feed.next_cursor,
+                   items=[_item(i) for i in feed.items])
 
 
 def _item(item: FeedItem) -> FeedItemOut:
     """Response item from a core FeedItem."""
     product = None if item.product is None else ProductOut(**vars(item.product))
-    return FeedItemOut(video_id=item.video_id, creator_id=item.creator_id, product=product,
-                       score=item.score, reason=item.reason, source=item.source)
+    predicted = None if item.predicted is None else PredictedOut(**item.predicted)
+    return FeedItemOut(video_id=item.video_id, creator_id=item.creator_id, product=product, score=item.score,
+                       reason=item.reason, source=item.source, sponsored=item.sponsored,
+                       earns_commission=item.earns_commission, predicted=predicted)
 
 
 class Health(BaseModel):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feed.candidates import SOURCES, CandidateConfig
+from feed.rerank import PageConfig
 from feed.service import FeedConfig
 
 DEFAULT_MODEL_URI = "models:/selfretail-feed@champion"
@@ -22,9 +25,19 @@ class ServingSettings(BaseSettings):
     model_uri: str | None = None
     tracking_uri: str | None = None
     cache_dir: Path = Path(".mlflow/cache")
-    candidates_per_source: int = Field(200, ge=1)
+    ranking: Literal["ranker", "retrieval", "popular"] = Field(
+        "ranker", description="ranker: the bundle's ranker and value formula; retrieval: fused source ranks only.")
+    ranker_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the ranker's rank against the "
+                                 "retrieval rank in the final order (1 = ranker only).")
+    quotas: dict[str, int] = Field(default_factory=dict, description="Candidates per source, e.g. {\"video\": 300}; "
+                                   "unnamed sources keep their defaults, 0 turns one off.")
     videos_per_creator: int = Field(3, ge=1)
-    videos_per_product: int = Field(2, ge=1)
+    max_per_creator: int = Field(2, ge=1, description="At most this many videos of one creator per page.")
+    max_per_product: int = Field(1, ge=1)
+    max_per_merchant: int = Field(3, ge=1)
+    mmr_lambda: float = Field(0.75, ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only.")
+    recent_impression_hours: float = Field(
+        6.0, ge=0, description="Hide videos the user was shown this many hours ago or less; 0 = off.")
     hide_out_of_stock: bool = True
     reload_interval_s: float = Field(30.0, ge=0, description="How often to check for a new champion; 0 = never.")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /v1/admin/* and catalog writes.")
@@ -41,6 +54,14 @@ class ServingSettings(BaseSettings):
         if self.bundle is not None and self.model_uri is not None:
             raise ValueError("give either bundle or model_uri, not both")
         return self
+
+    @field_validator("quotas")
+    @classmethod
+    def _known_sources(cls, quotas: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(quotas) - set(SOURCES))
+        if unknown or any(v < 0 for v in quotas.values()):
+            raise ValueError(f"quotas take sources {list(SOURCES)} with counts >= 0, got {quotas}")
+        return quotas
 
     @property
     def source(self) -> str:
@@ -59,7 +80,10 @@ class ServingSettings(BaseSettings):
 
     def feed_config(self) -> FeedConfig:
         """The feed-building part of the settings."""
-        return FeedConfig(candidates_per_source=self.candidates_per_source,
-                          videos_per_creator=self.videos_per_creator,
-                          videos_per_product=self.videos_per_product,
+        defaults = CandidateConfig()
+        candidates = CandidateConfig(quotas={**defaults.quotas, **self.quotas},
+                                     videos_per_creator=self.videos_per_creator)
+        page = PageConfig(max_per_creator=self.max_per_creator, max_per_product=self.max_per_product,
+                          max_per_merchant=self.max_per_merchant, mmr_lambda=self.mmr_lambda)
+        return FeedConfig(candidates=candidates, page=page, ranking=self.ranking, ranker_weight=self.ranker_weight,
                           hide_out_of_stock=self.hide_out_of_stock)

@@ -32,16 +32,17 @@ def test_feed_shape_and_header(client, small_bundle_dir):
     assert response.status_code == 200 and response.headers["X-Model-Version"] == body["model_version"]
     assert len(body["items"]) == 15 and not body["cold_start"] and body["request_id"]
     item = body["items"][0]
-    assert set(item) == {"video_id", "creator_id", "product", "score", "reason", "source"}
-    assert len({i["video_id"] for i in body["items"]}) == 15
-    scores = [i["score"] for i in body["items"]]
-    assert scores == sorted(scores, reverse=True)
+    assert set(item) == {"video_id", "creator_id", "product", "score", "reason", "source", "sponsored",
+                         "earns_commission", "predicted"}
+    assert set(item["predicted"]) == {"watch", "share", "purchase"} and body["ranking"] == "ranker"
+    assert len({i["video_id"] for i in body["items"]}) == 15 and body["next_cursor"]
+    assert all(i["reason"] for i in body["items"])
 
 
 def test_unknown_user_gets_a_popularity_feed(client):
     body = client.get("/v1/users/never-seen-user/feed").json()
     assert body["cold_start"] and len(body["items"]) == 20
-    assert {i["source"] for i in body["items"]} == {"popular", "fresh"}
+    assert {i["source"] for i in body["items"]} <= {"popular", "trending", "fresh", "new_creator"}
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "ten"])

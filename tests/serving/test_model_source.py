@@ -32,7 +32,7 @@ def test_settings_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FEED_SERVE_BUNDLE", str(tmp_path))
     monkeypatch.setenv("FEED_SERVE_VIDEOS_PER_CREATOR", "5")
     settings = ServingSettings()
-    assert settings.bundle == tmp_path and settings.feed_config().videos_per_creator == 5
+    assert settings.bundle == tmp_path and settings.feed_config().candidates.videos_per_creator == 5
 
 
 def test_fetch_registered_downloads_once_into_the_cache(small_bundle_dir, tmp_path):
