@@ -41,9 +41,9 @@ class Cursor:
         packed = zlib.compress(body, 6)
         return base64.urlsafe_b64encode(packed + struct.pack("<I", zlib.crc32(packed))).decode().rstrip("=")
 
-    def next(self, seed: int, shown_ids: np.ndarray, max_items: int) -> Cursor | None:
-        """The cursor after a page that showed these ids; None when the feed reached its maximum depth."""
-        shown = np.concatenate([self.shown, id_hashes(shown_ids)])
+    def next(self, seed: int, shown: np.ndarray, max_items: int) -> Cursor | None:
+        """The cursor after a page that showed videos with these `id_hashes`; None at the maximum depth."""
+        shown = np.concatenate([self.shown, shown.astype(np.uint32)])
         return None if len(shown) >= max_items else Cursor(seed, self.page + 1, shown)
 
     @classmethod

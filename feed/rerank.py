@@ -21,6 +21,7 @@ class PageConfig:
     max_per_product: int = 1
     max_per_merchant: int = 3
     mmr_lambda: float = 0.75  # 1 = relevance only
+    pool: int = 200  # MMR looks at this many most relevant candidates (all of them if the caps need more)
     fresh_slot: bool = True
     fresh_position: int = 3  # 0-based
     new_creator_slot: bool = True

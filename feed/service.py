@@ -170,10 +170,9 @@ class FeedService:
         rng = np.random.default_rng([zlib.crc32(user_id.encode()), cursor.seed, cursor.page])
         cands = self._with_new_creator(cands, blocked, cursor, rng)
         relevance, probs = self._relevance(user, cands, now_ms)
-        chosen = assemble(self._page_input(cands, relevance), limit, self.config.page,
-                          self._slots(cands, blocked, limit))
+        chosen = self._assemble(cands, relevance, blocked, limit)
         items = [self._item(cands, i, relevance, probs) for i in chosen]
-        shown = self.catalog.videos.ids[cands.videos[chosen]]
+        shown = self.hashes[cands.videos[chosen]]
         following = cursor.next(cursor.seed, shown, self.config.max_depth) if len(chosen) == limit else None
         return Feed(uuid.uuid4().hex, user_id, items, self.model_version, cold_start=not user.vectors,
                     seed=cursor.seed, next_cursor=following.encode() if following else None, ranking=self.ranking)
@@ -288,9 +287,23 @@ class FeedService:
             category_share=self.tables.category_share(user.categories, videos),
             activity=np.full(n, float(user.categories.sum()), dtype=np.float32))
 
-    def _page_input(self, cands: Candidates, relevance: np.ndarray) -> PageInput:
+    def _assemble(self, cands: Candidates, relevance: np.ndarray, blocked: np.ndarray, limit: int) -> list[int]:
+        """The page's candidate indices: MMR over the most relevant `page.pool` candidates (and the slots),
+        over all of them when the caps leave that pool short of a full page."""
+        slots = self._slots(cands, blocked, limit)
+        pool = np.arange(len(relevance))
+        if len(pool) > self.config.page.pool:
+            top = np.argpartition(-relevance, self.config.page.pool)[:self.config.page.pool]
+            pool = np.union1d(top, np.fromiter(slots.values(), dtype=np.int64, count=len(slots)))
+        chosen = assemble(self._page_input(cands.videos[pool], relevance[pool]), limit, self.config.page,
+                          {pos: int(np.searchsorted(pool, i)) for pos, i in slots.items()})  # pool is sorted
+        if len(chosen) < limit and len(pool) < len(relevance):
+            return assemble(self._page_input(cands.videos, relevance), limit, self.config.page, slots)
+        return [int(pool[j]) for j in chosen]
+
+    def _page_input(self, videos: np.ndarray, relevance: np.ndarray) -> PageInput:
         """The arrays page assembly needs."""
-        videos, cat, unit = cands.videos, self.catalog, self.tables.unit_video
+        cat, unit = self.catalog, self.tables.unit_video
         known = videos < len(unit)
         vectors = np.where(known[:, None], unit[np.where(known, videos, 0)], 0.0) if len(unit) else np.zeros(
             (len(videos), 1))
@@ -315,7 +328,7 @@ class FeedService:
         """A response item for candidate i."""
         cat, video = self.catalog, int(cands.videos[i])
         creator, product = int(cat.video_creator[video]), int(cat.video_product[video])
-        merchant = int(cat.video_merchant(np.array([video]))[0])
+        merchant = int(cat.product_merchant[product]) if product >= 0 else -1
         creator_id = str(cat.creators.ids[creator]) if creator >= 0 else None
         source = SOURCES[int(cands.source[i])]
         info = self._product(product)

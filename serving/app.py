@@ -41,6 +41,7 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _search_threads(settings.faiss_threads)
         try:
             opened = store or await asyncio.to_thread(open_store, settings)
             seq = opened.catalog_since(2**62)[3] if opened else 0
@@ -80,6 +81,14 @@ def _background(holder: ModelHolder, settings: ServingSettings) -> list[asyncio.
     if holder.store is not None and settings.catalog_refresh_s:
         tasks.append(asyncio.create_task(holder.watch_catalog(settings.catalog_refresh_s)))
     return tasks
+
+
+def _search_threads(n: int) -> None:
+    """FAISS threads per search: one query per request gains nothing from OpenMP, and its spinning threads
+    slow every other request on a small machine."""
+    import faiss
+
+    faiss.omp_set_num_threads(n)
 
 
 async def _stop(tasks: list[asyncio.Task]) -> None:

@@ -130,7 +130,7 @@ def test_a_ranker_for_other_features_is_refused(tmp_path):
 @given(seed=st.integers(0, 2**32 - 1), page=st.integers(0, 65535),
        ids=st.lists(st.text(min_size=1, max_size=12), max_size=60))
 def test_cursor_round_trips(seed, page, ids):
-    cursor = Cursor.first(seed).next(seed, np.array(ids, dtype=object), 10**6)
+    cursor = Cursor.first(seed).next(seed, id_hashes(np.array(ids, dtype=object)), 10**6)
     cursor = Cursor(seed, page, cursor.shown)
     decoded = Cursor.decode(cursor.encode())
     assert (decoded.seed, decoded.page) == (seed, page)
@@ -138,8 +138,8 @@ def test_cursor_round_trips(seed, page, ids):
 
 
 def test_cursor_ends_at_max_depth():
-    cursor = Cursor.first(1).next(1, np.array(["a", "b"], dtype=object), 3)
-    assert cursor is not None and cursor.next(1, np.array(["c"], dtype=object), 3) is None
+    cursor = Cursor.first(1).next(1, id_hashes(np.array(["a", "b"], dtype=object)), 3)
+    assert cursor is not None and cursor.next(1, id_hashes(np.array(["c"], dtype=object)), 3) is None
 
 
 def test_id_hashes_are_stable_across_processes():
