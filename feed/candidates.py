@@ -111,10 +111,10 @@ class CandidateSources:
         self.trending = np.argsort(-tables.stats.trend, kind="stable")
         self.newest = np.argsort(-published, kind="stable")
 
-    def gather(self, user: UserView, blocked: np.ndarray, extra: int) -> Candidates:
-        """Each source's ranked videos for the user, fused; blocked rows never appear."""
+    def gather(self, user: UserView, blocked: np.ndarray, extra: int, hidden: np.ndarray | None = None) -> Candidates:
+        """Each source's ranked videos for the user, fused; blocked rows and hidden ones (a mask) never appear."""
         lists = self.lists(user, extra)
-        return fuse(lists, self.config, blocked)
+        return fuse(lists, self.config, blocked, hidden)
 
     def lists(self, user: UserView, extra: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Source -> (ranked video rows, detail per row), before filters; `extra` widens global lists."""
@@ -193,7 +193,8 @@ def _no_detail(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows.astype(np.int64), np.full(len(rows), -1, dtype=np.int64)
 
 
-def fuse(lists: dict[str, tuple[np.ndarray, np.ndarray]], config: CandidateConfig, blocked: np.ndarray) -> Candidates:
+def fuse(lists: dict[str, tuple[np.ndarray, np.ndarray]], config: CandidateConfig, blocked: np.ndarray,
+         hidden: np.ndarray | None = None) -> Candidates:
     """Weighted reciprocal-rank fusion: each video once, with its fused score, best source and that detail."""
     names = list(lists)
     if not names:
@@ -205,6 +206,8 @@ def fuse(lists: dict[str, tuple[np.ndarray, np.ndarray]], config: CandidateConfi
     contrib = np.concatenate([config.weights.get(n, 0.0) / (config.rrf_k + 1 + np.arange(len(lists[n][0])))
                               for n in names])
     keep = ~np.isin(videos, blocked)
+    if hidden is not None:
+        keep &= ~hidden[videos]
     videos, source, contrib, detail = videos[keep], source[keep], contrib[keep], detail[keep]
     unique, inverse = np.unique(videos, return_inverse=True)
     total = np.bincount(inverse, weights=contrib, minlength=len(unique))

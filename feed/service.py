@@ -129,7 +129,8 @@ class FeedService:
             "popular" if self.config.ranking == "popular" else "retrieval")
         self.hashes = id_hashes(cat.videos.ids)  # (n_videos,) for cursors
         self._all_by_creator = Grouped(cat.video_creator, len(cat.creators), np.zeros(len(cat.videos)))
-        self._hidden = np.flatnonzero(self._out_of_stock()) if self.config.hide_out_of_stock else np.zeros(0, int)
+        # (n_videos,) never shown to anyone; a mask, not a list: at catalog scale it holds tens of thousands
+        self._hidden = self._out_of_stock() if self.config.hide_out_of_stock else np.zeros(len(cat.videos), bool)
         self._new_creators = self._find_new_creators()
 
     def with_catalog(self, catalog: Catalog) -> FeedService:
@@ -170,7 +171,7 @@ class FeedService:
         rng = np.random.default_rng([zlib.crc32(user_id.encode()), cursor.seed, cursor.page])
         cands = self._with_new_creator(cands, blocked, cursor, rng)
         relevance, probs = self._relevance(user, cands, now_ms)
-        chosen = self._assemble(cands, relevance, blocked, limit)
+        chosen = self._assemble(cands, relevance, limit)
         items = [self._item(cands, i, relevance, probs) for i in chosen]
         shown = self.hashes[cands.videos[chosen]]
         following = cursor.next(cursor.seed, shown, self.config.max_depth) if len(chosen) == limit else None
@@ -231,12 +232,12 @@ class FeedService:
         shown = cat.videos.rows(self._read("recently_shown", user_id))
         excluded = cat.videos.rows(list(exclude)) if exclude else np.zeros(0, dtype=np.int64)
         live = state.blocked if state else np.zeros(0, dtype=np.int64)
-        parts = [seen, live, own_or_blocked, of_bought, shown[shown >= 0], excluded[excluded >= 0], self._hidden]
+        parts = [seen, live, own_or_blocked, of_bought, shown[shown >= 0], excluded[excluded >= 0]]
         return np.concatenate(parts).astype(np.int64)
 
     def _candidates(self, user: UserView, blocked: np.ndarray, cursor: Cursor, limit: int) -> Candidates:
         """Fused candidates without blocked rows or anything an earlier page showed."""
-        cands = self.sources.gather(user, blocked, len(blocked) + len(cursor.shown) + limit)
+        cands = self.sources.gather(user, blocked, len(blocked) + len(cursor.shown) + limit, self._hidden)
         if len(cursor.shown):
             keep = ~np.isin(self.hashes[cands.videos], cursor.shown)
             cands = Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])
@@ -250,7 +251,8 @@ class FeedService:
         creators, views, buys = self._new_creators
         arm = thompson_pick(buys, views, self.config.page.explore_prior, rng)
         videos, _ = self.sources.newest_by_creator.top(creators[arm:arm + 1], 5)
-        videos = videos[~np.isin(videos, blocked) & ~np.isin(self.hashes[videos], cursor.shown)]
+        shown = np.isin(self.hashes[videos], cursor.shown)
+        videos = videos[~np.isin(videos, blocked) & ~self._hidden[videos] & ~shown]
         if len(videos) == 0:
             return cands
         video = videos[0]
@@ -287,10 +289,10 @@ class FeedService:
             category_share=self.tables.category_share(user.categories, videos),
             activity=np.full(n, float(user.categories.sum()), dtype=np.float32))
 
-    def _assemble(self, cands: Candidates, relevance: np.ndarray, blocked: np.ndarray, limit: int) -> list[int]:
+    def _assemble(self, cands: Candidates, relevance: np.ndarray, limit: int) -> list[int]:
         """The page's candidate indices: MMR over the most relevant `page.pool` candidates (and the slots),
         over all of them when the caps leave that pool short of a full page."""
-        slots = self._slots(cands, blocked, limit)
+        slots = self._slots(cands, limit)
         pool = np.arange(len(relevance))
         if len(pool) > self.config.page.pool:
             top = np.argpartition(-relevance, self.config.page.pool)[:self.config.page.pool]
@@ -310,7 +312,7 @@ class FeedService:
         return PageInput(relevance, cat.video_creator[videos], cat.video_product[videos],
                          cat.video_merchant(videos), vectors)
 
-    def _slots(self, cands: Candidates, blocked: np.ndarray, limit: int) -> dict[int, int]:
+    def _slots(self, cands: Candidates, limit: int) -> dict[int, int]:
         """Positions reserved for exploration: the new-creator pick and the newest video not yet shown."""
         config, slots = self.config.page, {}
         new = np.flatnonzero(cands.source == SOURCES.index("new_creator"))
