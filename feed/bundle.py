@@ -111,7 +111,7 @@ def _write_relation(name: str, rel: RelationModel, folder: Path) -> dict[str, An
     sp.save_npz(folder / f"interactions_{name}.npz", rel.user_items.tocsr())
     return {"dim": int(rel.item_factors.shape[1]), "n_items": int(rel.item_factors.shape[0]),
             "index_factory": rel.index.factory, "search_params": rel.index.search_params,
-            "max_sq_norm": rel.index.max_sq_norm}
+            "max_sq_norm": rel.index.max_sq_norm, "index_scaled": rel.index.scaled}
 
 
 def _counts(bundle: Bundle) -> dict[str, int]:
@@ -256,7 +256,8 @@ def _read_relation(folder: Path, name: str, entry: dict[str, Any], n_users: int)
         raise ArtifactError(f"factor shapes {users.shape} and {items.shape} do not match {n_users} users, "
                             f"{entry['n_items']} items of dim {entry['dim']} in manifest.json", path=str(path))
     index_path = folder / f"index_{name}.faiss"
-    index = VectorIndex.read(index_path, entry["max_sq_norm"], entry["index_factory"], entry["search_params"])
+    index = VectorIndex.read(index_path, entry["max_sq_norm"], entry["index_factory"], entry["search_params"],
+                             entry.get("index_scaled", False))
     if index.ntotal != entry["n_items"] or index.dim != entry["dim"]:
         raise ArtifactError(f"index holds {index.ntotal} vectors of dim {index.dim}, expected "
                             f"{entry['n_items']} of dim {entry['dim']}", path=str(index_path))

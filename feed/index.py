@@ -1,9 +1,16 @@
 """Maximum-inner-product search over item vectors with any FAISS index named by a factory string.
 
-Items are augmented with one extra coordinate sqrt(M² − ‖x‖²) (M = the largest item norm) and queries with 0,
-so that L2 nearest neighbours are exactly the largest inner products (Bachrach et al., 2014). Plain
-inner-product IVF recalls poorly on matrix-factorization vectors, whose norms carry popularity; after the
-transform IVF and HNSW behave as they do on L2 data. Scores returned are the recovered inner products.
+Items are scaled by 1/M (M = the largest item norm) and augmented with one extra coordinate sqrt(1 − ‖x/M‖²);
+queries are scaled to unit length and augmented with 0. L2 nearest neighbours are then exactly the largest inner
+products (Bachrach et al., 2014): ‖q̂ − x̂‖² = 2 − 2·q·x/(‖q‖·M). Plain inner-product IVF recalls poorly on
+matrix-factorization vectors, whose norms carry popularity; after the transform IVF and HNSW behave as they do
+on L2 data. Scores returned are the recovered inner products.
+
+Why scale: without it distances are ‖q‖² + M² − 2q·x. With M² ~ 256 (one very popular video) and query norms
+~0.01, neighbouring scores at rank 100 differ by ~3 float32 steps of that distance, so even `Flat` misorders
+near-ties (recall@100 0.983 at 1M items) and k-means and HNSW lose the structure (IVF1024 0.65 at nprobe=16,
+0.98 once scaled; `benchmarks/bench_index.py`). Bundles written before the scaling (no `index_scaled` in their
+manifest) are read and searched the old way.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ from feed.errors import ArtifactError, ConfigError
 class VectorIndex:
     """A FAISS index over (n_items, dim) vectors answering top-k inner-product queries."""
 
-    def __init__(self, index: object, max_sq_norm: float, factory: str, search_params: str = "") -> None:
+    def __init__(self, index: object, max_sq_norm: float, factory: str, search_params: str = "",
+                 scaled: bool = True) -> None:
         self.index = index
         self.max_sq_norm = float(max_sq_norm)
         self.factory = factory
         self.search_params = search_params
+        self.scaled = scaled  # False: an index of a bundle written before the 1/M scaling
         if search_params:
             _apply_search_params(index, search_params)
 
@@ -41,10 +50,12 @@ class VectorIndex:
         """Train, add and return an index over (n_items, dim) vectors."""
         import faiss
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float64)
         sq_norms = np.einsum("ij,ij->i", vectors, vectors)  # (n_items,)
         max_sq = float(sq_norms.max(initial=0.0))
-        data = np.hstack([vectors, np.sqrt(np.maximum(max_sq - sq_norms, 0.0))[:, None]]).astype(np.float32)
+        scale = 1.0 / np.sqrt(max_sq) if max_sq > 0 else 1.0
+        extra = np.sqrt(np.maximum(1.0 - sq_norms * scale**2, 0.0))[:, None]  # (n_items, 1)
+        data = np.hstack([vectors * scale, extra]).astype(np.float32)
         index = _make_index(faiss, data.shape[1], factory)
         if not index.is_trained:
             _train(index, data, factory)
@@ -57,8 +68,18 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item rows and inner products for (n, dim) queries; -1 / -inf pad missing slots."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        padded = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
         k = max(1, min(k, self.ntotal))
+        if not self.scaled:
+            return self._search_unscaled(queries, k)
+        norms = np.linalg.norm(queries, axis=1, keepdims=True)  # (n, 1)
+        unit = queries / np.maximum(norms, 1e-30)
+        dist, rows = self.index.search(np.hstack([unit, np.zeros((len(unit), 1), np.float32)]), k)  # (n, k)
+        scores = (2.0 - dist) / 2.0 * norms * np.sqrt(self.max_sq_norm)
+        return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+
+    def _search_unscaled(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search an index of the first bundle format: items augmented with sqrt(M² − ‖x‖²), unscaled."""
+        padded = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
         dist, rows = self.index.search(padded, k)  # both (n, k)
         q_sq = np.einsum("ij,ij->i", queries, queries)[:, None]
         scores = (q_sq + self.max_sq_norm - dist) / 2.0
@@ -71,7 +92,8 @@ class VectorIndex:
         faiss.write_index(self.index, str(path))
 
     @classmethod
-    def read(cls, path: Path, max_sq_norm: float, factory: str, search_params: str = "") -> VectorIndex:
+    def read(cls, path: Path, max_sq_norm: float, factory: str, search_params: str = "",
+             scaled: bool = True) -> VectorIndex:
         """Read an index written by `write`; errors name the file."""
         import faiss
 
@@ -79,7 +101,7 @@ class VectorIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise ArtifactError(f"not a readable FAISS index ({exc})", path=str(path)) from exc
-        return cls(index, max_sq_norm, factory, search_params)
+        return cls(index, max_sq_norm, factory, search_params, scaled)
 
 
 def _make_index(faiss: object, dim: int, factory: str) -> object:

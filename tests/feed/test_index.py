@@ -60,3 +60,28 @@ def test_unreadable_index_names_the_file(tmp_path):
     path.write_bytes(b"not an index")
     with pytest.raises(ArtifactError, match="broken.faiss"):
         VectorIndex.read(path, 1.0, "Flat")
+
+
+def test_tiny_queries_and_one_huge_item_norm_keep_exact_order():
+    # the scale that broke the unscaled transform at 1M items: max item norm 16, query norms ~0.01
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(20_000, 32)).astype(np.float32) * 0.05
+    items[0] *= 16 / np.linalg.norm(items[0])
+    queries = rng.normal(size=(50, 32)).astype(np.float32) * 0.002
+    found, _ = VectorIndex.build(items, "Flat").search(queries, 100)
+    assert recall_at_k(found, exact_top_k(queries, items, 100)) > 0.999
+
+
+def test_indexes_of_the_first_bundle_format_are_still_searched_right():
+    import faiss
+
+    rng = np.random.default_rng(4)
+    items = rng.normal(size=(500, 8)).astype(np.float32)
+    sq = np.einsum("ij,ij->i", items, items)
+    legacy = faiss.IndexFlatL2(9)
+    legacy.add(np.hstack([items, np.sqrt(sq.max() - sq)[:, None]]).astype(np.float32))
+    index = VectorIndex(legacy, float(sq.max()), "Flat", scaled=False)
+    queries = rng.normal(size=(5, 8)).astype(np.float32)
+    rows, scores = index.search(queries, 10)
+    np.testing.assert_array_equal(rows, exact_top_k(queries, items, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ items.T, rows, axis=1), rtol=1e-4, atol=1e-4)
