@@ -177,7 +177,7 @@ class CandidateSources:
         seeds = user.recent[user.recent < self.tables.n_trained][:self.config.session_seeds]
         if model is None or len(seeds) == 0:
             return _no_detail(np.zeros(0, dtype=np.int64))
-        items, _ = model.index.search(model.item_factors[seeds], 2 * n)  # (n_seeds, 2n)
+        items, _ = model.index.search(model.item_factors[seeds], n)  # (n_seeds, n)
         unit = self.tables.unit_video
         cosine = np.einsum("skd,sd->sk", unit[np.maximum(items, 0)], unit[seeds])  # (n_seeds, 2n)
         cosine[items < 0] = -np.inf

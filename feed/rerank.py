@@ -45,22 +45,21 @@ class Caps:
     """Running counts per creator, product and merchant on the page being built."""
 
     def __init__(self, page: PageInput, config: PageConfig) -> None:
-        self.page, self.config = page, config
         self.allowed = np.ones(len(page.relevance), dtype=bool)  # (n,) may still be placed
-        self.placed = np.zeros(len(page.relevance), dtype=bool)  # (n,) on the page
+        self.groups = ((page.creator, config.max_per_creator), (page.product, config.max_per_product),
+                       (page.merchant, config.max_per_merchant))
+        self.counts: list[dict[int, int]] = [{}, {}, {}]  # per group kind: key -> videos placed
 
     def take(self, i: int) -> None:
-        """Place candidate i; close every group it fills up."""
-        self.allowed[i], self.placed[i] = False, True
-        page, config = self.page, self.config
-        for keys, cap in ((page.creator, config.max_per_creator), (page.product, config.max_per_product),
-                          (page.merchant, config.max_per_merchant)):
-            key = keys[i]
+        """Place candidate i; close every group it fills up (one array pass only when a group fills)."""
+        self.allowed[i] = False
+        for (keys, cap), counts in zip(self.groups, self.counts, strict=True):
+            key = int(keys[i])
             if key < 0:
                 continue
-            same = keys == key
-            if np.count_nonzero(same & self.placed) >= cap:
-                self.allowed &= ~same
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] >= cap:
+                self.allowed &= keys != key
 
 
 def assemble(page: PageInput, limit: int, config: PageConfig, slots: dict[int, int]) -> list[int]:

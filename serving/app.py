@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+
+import anyio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ from feed.store.store import EventStore
 from serving.catalog_routes import router as catalog_router
 from serving.event_routes import router as event_router
 from serving.impressions import ImpressionLogger
+from serving.threads import search_threads
 from serving.metrics import Counters
 from serving.model_source import LoadedModel, load_model
 from serving.reloader import ModelHolder
@@ -41,7 +44,8 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _search_threads(settings.faiss_threads)
+        search_threads(settings.faiss_threads)
+        app.state.feed_limiter = anyio.CapacityLimiter(settings.feed_threads)
         try:
             opened = store or await asyncio.to_thread(open_store, settings)
             seq = opened.catalog_since(2**62)[3] if opened else 0
@@ -81,14 +85,6 @@ def _background(holder: ModelHolder, settings: ServingSettings) -> list[asyncio.
     if holder.store is not None and settings.catalog_refresh_s:
         tasks.append(asyncio.create_task(holder.watch_catalog(settings.catalog_refresh_s)))
     return tasks
-
-
-def _search_threads(n: int) -> None:
-    """FAISS threads per search: one query per request gains nothing from OpenMP, and its spinning threads
-    slow every other request on a small machine."""
-    import faiss
-
-    faiss.omp_set_num_threads(n)
 
 
 async def _stop(tasks: list[asyncio.Task]) -> None:

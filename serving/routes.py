@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from feed.cursor import Cursor, CursorError
+from feed.service import Feed
 from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
 from serving.metrics import render
+from serving.threads import search_threads
 from serving.schemas import FeedOut, Health, Ready, ReloadOut
 
 router = APIRouter()
@@ -41,7 +44,7 @@ async def reload_model(holder: HolderDep, _: AdminDep, force: bool = False) -> R
 
 
 @router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"])
-def user_feed(
+async def user_feed(
     user_id: UserId,
     model: ModelDep,
     response: Response,
@@ -64,7 +67,14 @@ def user_feed(
         parsed = Cursor.decode(cursor) if cursor is not None else None
     except CursorError as exc:
         raise HTTPException(400, detail=f"cursor: {exc}") from exc
-    feed = model.service.feed(user_id, limit, tuple(exclude), parsed, seed)
+    threads = request.app.state.settings.faiss_threads
+
+    def build() -> Feed:
+        search_threads(threads)  # OpenMP settings are per thread: a worker thread starts with all cores
+        return model.service.feed(user_id, limit, tuple(exclude), parsed, seed)
+
+    # a few threads at most: feeds are CPU-bound numpy work, and many threads only fight over the GIL
+    feed = await anyio.to_thread.run_sync(build, limiter=request.app.state.feed_limiter)
     impressions = request.app.state.impressions
     if impressions is not None:
         impressions.offer(feed)

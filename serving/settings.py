@@ -40,6 +40,8 @@ class ServingSettings(BaseSettings):
         6.0, ge=0, description="Hide videos the user was shown this many hours ago or less; 0 = off.")
     hide_out_of_stock: bool = True
     faiss_threads: int = Field(1, ge=1, description="OpenMP threads per FAISS search (requests run in parallel).")
+    feed_threads: int = Field(1, ge=1, description="Feeds computed at once per process (CPU-bound: more threads "
+                              "only contend for the GIL; run more workers or replicas instead).")
     reload_interval_s: float = Field(30.0, ge=0, description="How often to check for a new champion; 0 = never.")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /v1/admin/* and catalog writes.")
     merchant_tokens: dict[str, SecretStr] = Field(

@@ -1,0 +1,263 @@
+"""Feed throughput and latency at catalog scale (1M videos, 1M users) against a bare one-search endpoint.
+
+Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_scale.py [--seconds 20] [--connections 8]
+           [--factory HNSW32 --search-params efSearch=64]
+
+1. The model: the cached 1M-user × 1M-video world and its ALS video factors (`benchmarks/scale_model.py`);
+   creator and product vectors are the means of their videos' vectors; stats (trends, priors, segments, user
+   context) are computed from the world's events; the ranker has the product's shape with seeded random weights
+   (latency does not depend on the weights). The bundle is written once under data/generated/scale/.
+2. Two uvicorn servers (one worker each, one at a time, the other stopped): `feed serve --bundle` (the whole
+   pipeline: 4 FAISS searches, 8 sources, features, ranker, value, caps, MMR, slots, cursor) and a bare app whose
+   endpoint does one FAISS search of the user's video vector and returns 20 ids.
+3. A load generator on loopback (wrk when installed, else a Python client) with N connections for a bounded time,
+   random users among those with vectors plus 10 % unknown ones; requests/s and p50/p99 latency are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from feed.bundle import Bundle, RelationModel, write_bundle  # noqa: E402
+from feed.dataset import IdMap  # noqa: E402
+from feed.features import FEATURES  # noqa: E402
+from feed.index import VectorIndex  # noqa: E402
+from feed.ranker import HEADS, Ranker, ValueFormula  # noqa: E402
+from feed.stats import StatsConfig, compute_stats  # noqa: E402
+
+console = Console(stderr=True)
+LUA = """
+local users = {}
+for line in io.lines(os.getenv("BENCH_USERS")) do users[#users + 1] = line end
+local template = os.getenv("BENCH_PATH")
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", string.format(template, users[math.random(#users)]))
+end
+"""
+
+
+def mean_vectors(owner: np.ndarray, n_owners: int, vectors: np.ndarray) -> np.ndarray:
+    """(n_owners, dim) mean of the vectors of each owner's rows (zeros for owners without any)."""
+    keep = owner >= 0
+    sums = np.zeros((n_owners, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner[keep], vectors[keep])
+    counts = np.bincount(owner[keep], minlength=n_owners)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def relation(users: np.ndarray, items: np.ndarray, factory: str, params: str) -> RelationModel:
+    """One relation with its index; no training history (the benchmark serves without a store)."""
+    start = time.perf_counter()
+    index = VectorIndex.build(items, factory, params)
+    console.print(f"  index {factory} over {len(items):,} vectors in {time.perf_counter() - start:.1f}s")
+    return RelationModel(users, items, index, sp.csr_matrix((len(users), len(items)), dtype=np.float32))
+
+
+def random_ranker(seed: int = 0, hidden: int = 32) -> Ranker:
+    """The product's ranker shape with seeded weights."""
+    rng = np.random.default_rng(seed)
+    f = len(FEATURES)
+    return Ranker(FEATURES, np.zeros(f, np.float32), np.ones(f, np.float32),
+                  (rng.normal(size=(f, hidden)) / np.sqrt(f)).astype(np.float32), np.zeros(hidden, np.float32),
+                  (rng.normal(size=(hidden, len(HEADS))) / np.sqrt(hidden)).astype(np.float32),
+                  np.array([-1.0, -4.0, -5.0], np.float32))
+
+
+def build_bundle(folder: Path, factory: str, params: str) -> Path:
+    """The 1M × 1M bundle (cached by index choice)."""
+    from scale_model import scale_factors
+
+    target = folder / f"bundle-{factory.replace(',', '_')}-{params.replace('=', '')}"
+    if (target / "manifest.json").is_file():
+        return target
+    scale = scale_factors()
+    catalog = scale.catalog()
+    console.print(f"building the bundle: {len(scale.user_ids):,} users with vectors, {len(catalog.videos):,} videos")
+    video_users, videos = scale.user_factors, scale.item_factors
+    relations = {
+        "video": relation(video_users, videos, factory, params),
+        "creator": relation(video_users, mean_vectors(catalog.video_creator, len(catalog.creators), videos),
+                            factory, params),
+        "product": relation(video_users, mean_vectors(catalog.video_product, len(catalog.products), videos),
+                            factory, params),
+    }
+    users = IdMap(scale.user_ids.astype(object))
+    events = pd.read_parquet(scale.world_dir / "events.parquet", filters=[("event", "!=", "impression")])
+    stats = compute_stats(events, catalog, users, video_users, StatsConfig())
+    empty = sp.csr_matrix((len(users), len(catalog.videos)), dtype=np.float32)
+    bundle = Bundle(users, catalog, stats.video_counts["views"], relations, empty,
+                    sp.csr_matrix((len(users), len(catalog.products)), dtype=np.float32), stats=stats,
+                    ranker=random_ranker())
+    write_bundle(bundle, target, {"value_formula": ValueFormula().to_dict(), "sample_user_ids": [],
+                                  "benchmark": "bench_feed_scale"})
+    return target
+
+
+def bare_app():  # noqa: ANN201 - uvicorn factory
+    """One FAISS search of the user's video vector, 20 ids back: the floor the feed is compared with."""
+    from fastapi import FastAPI
+
+    from feed.bundle import load_bundle
+
+    bundle = load_bundle(Path(os.environ["BENCH_BUNDLE"]))
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    users, video = bundle.users, bundle.relations["video"]
+    ids = bundle.catalog.videos.ids
+    app = FastAPI()
+
+    @app.get("/bare/{user_id}")
+    def bare(user_id: str) -> dict:
+        row = users.row(user_id)
+        vector = video.user_factors[max(row, 0)]
+        rows, _ = video.index.search(vector, 20)
+        return {"user_id": user_id, "video_ids": [str(v) for v in ids[rows[0]]]}
+
+    return app
+
+
+def start(command: list[str], env: dict[str, str], port: int, ready: str) -> subprocess.Popen:
+    """Start a server and wait until `ready` answers 200."""
+    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server did not become ready in 10 minutes")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM and wait."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def load(port: int, path: str, users_file: Path, seconds: int, connections: int) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from wrk, or from the Python client without wrk."""
+    if shutil.which("wrk") is None:
+        return python_load(port, path, users_file, seconds, connections)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA)
+    env = {**os.environ, "BENCH_USERS": str(users_file), "BENCH_PATH": path}
+    out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+                          f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True, check=True).stdout
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": _wrk_ms(out, "50%"), "p90": _wrk_ms(out, "90%"), "p99": _wrk_ms(out, "99%"),
+            "errors": float(sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out)))}
+
+
+def _wrk_ms(out: str, percentile: str) -> float:
+    """A latency percentile of wrk's --latency table in milliseconds."""
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", out).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def python_load(port: int, path: str, users_file: Path, seconds: int, connections: int) -> dict[str, float]:
+    """A threaded httpx client (it competes with the server for the 2 cores: prefer wrk)."""
+    import threading
+
+    users = users_file.read_text().split()
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            while time.monotonic() < stop_at:
+                begin = time.perf_counter()
+                http.get(path % users[rng.integers(len(users))])
+                latencies.append(time.perf_counter() - begin)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ms = np.array(latencies) * 1000
+    return {"rps": len(ms) / seconds, "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)), "errors": 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--factory", default="IVF1024,Flat", help="chosen by benchmarks/bench_index.py")
+    parser.add_argument("--search-params", default="nprobe=16")
+    parser.add_argument("--cache", type=Path, default=Path("data/generated/scale"))
+    parser.add_argument("--build-only", action="store_true", help="build (and cache) the bundle, then stop")
+    args = parser.parse_args()
+    bundle_dir = build_bundle(args.cache, args.factory, args.search_params)
+    if args.build_only:
+        return
+    users = pd.read_parquet(bundle_dir / "users.parquet")["user_id"].to_numpy()
+    rng = np.random.default_rng(0)
+    sample = [*rng.choice(users, 20_000, replace=False), *(f"nobody-{i}" for i in range(2_000))]
+    users_file = bundle_dir.parent / "bench_users.txt"
+    users_file.write_text("\n".join(map(str, sample)))
+    results = {}
+    feed_cmd = [str(Path(sys.executable).with_name("feed")), "serve", "--bundle", str(bundle_dir), "--store", "",
+                "--reload-interval", "0", "--port", "8771", "--no-sample", "--log-level", "warning"]
+    runs = [("feed (whole pipeline)", feed_cmd, {}, 8771, "/v1/users/%s/feed?limit=20", "/readyz"),
+            ("bare: one FAISS search", [sys.executable, "-m", "uvicorn", "--factory", "--app-dir",
+                                        str(Path(__file__).parent), "bench_feed_scale:bare_app", "--port", "8772",
+                                        "--log-level", "warning", "--no-access-log"],
+             {"BENCH_BUNDLE": str(bundle_dir)}, 8772, "/bare/%s", "/docs")]
+    for name, command, env, port, path, ready in runs:
+        console.print(f"starting {name} …")
+        began = time.perf_counter()
+        proc = start(command, env, port, ready)
+        console.print(f"  ready in {time.perf_counter() - began:.1f}s; warming up, then {args.seconds}s of load")
+        load(port, path, users_file, 3, args.connections)
+        results[name] = load(port, path, users_file, args.seconds, args.connections)
+        stop(proc)
+    print_table(results, args)
+
+
+def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    """The two endpoints side by side with the feed/bare ratios."""
+    table = Table(title=f"1M videos × 1M users, {args.connections} connections, {args.seconds}s each, "
+                        f"index {args.factory} {args.search_params}, one uvicorn worker")
+    for column in ("endpoint", "requests/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx"):
+        table.add_column(column, justify="right")
+    for name, r in results.items():
+        table.add_row(name, f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p90']:.2f}", f"{r['p99']:.2f}",
+                      f"{r['errors']:.0f}")
+    feed, bare = results["feed (whole pipeline)"], results["bare: one FAISS search"]
+    table.add_row("feed / bare", f"{feed['rps'] / bare['rps']:.2f}×", f"{feed['p50'] / bare['p50']:.2f}×",
+                  f"{feed['p90'] / bare['p90']:.2f}×", f"{feed['p99'] / bare['p99']:.2f}×", "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
