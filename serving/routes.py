@@ -12,8 +12,8 @@ from feed.cursor import Cursor, CursorError
 from feed.service import Feed
 from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
 from serving.metrics import render
-from serving.threads import search_threads
 from serving.schemas import FeedOut, Health, Ready, ReloadOut
+from serving.threads import search_threads
 
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id.")]

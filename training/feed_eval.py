@@ -209,7 +209,9 @@ def print_feed_report(report: FeedEvalReport, console: Any = None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"whole-feed replay, first page of {report.n_users:,} users ({report.split})")
+    used = ", ".join(f"{mode}: {how}" for mode, how in report.ranking_used.items())
+    table = Table(title=f"whole-feed replay, first page of {report.n_users:,} users ({report.split})",
+                  caption=f"what ranked each page — {used}")
     table.add_column("metric")
     for mode in report.modes:
         table.add_column(mode, justify="right")

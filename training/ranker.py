@@ -325,9 +325,10 @@ def ranker_metrics(ranker: Ranker, test: Examples, base_rates: np.ndarray) -> di
 
 def train_ranker(events: pd.DataFrame, catalog: Catalog, follows: pd.DataFrame | None, config: TrainConfig,
                  progress: bool) -> tuple[Ranker | None, dict[str, float]]:
-    """The calibrated ranker and its held-out metrics; (None, {}) when the data gives too few examples."""
+    """The calibrated ranker and its held-out metrics; (None, {}) when the data gives too few examples.
+    An action the data never shows (no shares in a ratings log) gets a head that predicts ~0 for it."""
     examples = ranker_examples(events, catalog, follows, config, progress)
-    if examples is None or len(examples.ts) < 100 or examples.y.sum(axis=0).min() < 1:
+    if examples is None or len(examples.ts) < 100 or examples.y.sum() < 1:
         return None, {}
     train, calibration, test = split_examples(examples, config.ranker.validation_fraction)
     ranker, best_epoch = fit_network(train, calibration, config, progress)

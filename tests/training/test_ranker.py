@@ -150,3 +150,11 @@ def test_config_rejects_a_commission_cap_of_one():
 
     with pytest.raises(ConfigError, match="commission_cap"):
         load_config(overrides={"ranker": {"value": {"commission_cap": 1.0}}}, environ={})
+
+
+def test_actions_the_data_never_shows_get_a_head_that_predicts_almost_nothing(small_world, fast_config):
+    ds = small_world.dataset
+    views_only = ds.events[ds.events["event"].isin(["impression", "view"])]
+    ranker, metrics = train_ranker(views_only, build_catalog(ds), ds.follows, fast_config, progress=False)
+    assert ranker is not None and metrics["ranker.share.positives"] == 0 and np.isnan(metrics["ranker.share.auc"])
+    assert metrics["ranker.purchase.mean_predicted"] < 1e-3 and metrics["ranker.watch.auc"] > 0.7
