@@ -129,6 +129,7 @@ def bare_app():  # noqa: ANN201 - uvicorn factory
 
     @app.get("/bare/{user_id}")
     def bare(user_id: str) -> dict:
+        faiss.omp_set_num_threads(1)  # per thread, as the feed route does: no OpenMP oversubscription
         row = users.row(user_id)
         vector = video.user_factors[max(row, 0)]
         rows, _ = video.index.search(vector, 20)
