@@ -205,3 +205,7 @@ def _print_metrics(console: Console, metrics: dict[str, float]) -> None:
         ratio = f"{als / pop:.2f}×" if pop > 0 else "—"
         table.add_row(relation, metric, f"{als:.4f}", f"{pop:.4f}", ratio)
     console.print(table)
+    if "ranker.watch.auc" in metrics:
+        console.print("ranker on its held-out impressions: " + ", ".join(
+            f"{h} AUC {metrics[f'ranker.{h}.auc']:.3f} (log-loss {metrics[f'ranker.{h}.logloss']:.4f} vs "
+            f"{metrics[f'ranker.{h}.logloss_base_rate']:.4f} base rate)" for h in ("watch", "share", "purchase")))
