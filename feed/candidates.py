@@ -29,6 +29,7 @@ from feed.features import FeatureTables
 
 SOURCES: tuple[str, ...] = ("video", "creator", "product", "following", "trending", "fresh", "session", "popular",
                            "new_creator")  # new_creator: the exploration slot, not a fused list
+FUSED_SOURCES = SOURCES[:-1]
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class CandidateSources:
     def lists(self, user: UserView, extra: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Source -> (ranked video rows, detail per row), before filters; `extra` widens global lists."""
         quota = self.config.quotas
-        lists = {name: self._source(name, user, quota.get(name, 0), extra) for name in SOURCES
+        lists = {name: self._source(name, user, quota.get(name, 0), extra) for name in FUSED_SOURCES
                  if quota.get(name, 0) > 0}
         return {name: rows for name, rows in lists.items() if len(rows[0])}
 
@@ -184,7 +185,7 @@ class CandidateSources:
         order = np.argsort(-cosine, axis=1, kind="stable")[:, :n]
         rows = np.take_along_axis(items, order, axis=1).T.ravel()  # interleaved: best of each seed first
         detail = np.tile(seeds, order.shape[1])
-        keep = rows >= 0
+        keep = (rows >= 0) & ~np.isin(rows, seeds)  # a seed is its own nearest neighbour
         return rows[keep].astype(np.int64), detail[keep]
 
 

@@ -21,6 +21,8 @@ from feed.errors import FeedError
 
 FORMAT = 1
 _HEAD = struct.Struct("<BIH")  # format, seed, page
+MAX_SHOWN = 10_000  # hashes a cursor may carry: decoding never inflates more than this
+MAX_PAGE = 65_535
 
 
 class CursorError(FeedError):
@@ -44,7 +46,9 @@ class Cursor:
     def next(self, seed: int, shown: np.ndarray, max_items: int) -> Cursor | None:
         """The cursor after a page that showed videos with these `id_hashes`; None at the maximum depth."""
         shown = np.concatenate([self.shown, shown.astype(np.uint32)])
-        return None if len(shown) >= max_items else Cursor(seed, self.page + 1, shown)
+        if len(shown) >= min(max_items, MAX_SHOWN) or self.page + 1 > MAX_PAGE:
+            return None
+        return Cursor(seed, self.page + 1, shown)
 
     @classmethod
     def first(cls, seed: int) -> Cursor:
@@ -61,10 +65,13 @@ class Cursor:
         if len(raw) < 5 or zlib.crc32(raw[:-4]) != struct.unpack("<I", raw[-4:])[0]:
             raise CursorError("cursor checksum does not match: it was truncated or changed")
         try:
-            body = zlib.decompress(raw[:-4])
+            inflate = zlib.decompressobj()
+            body = inflate.decompress(raw[:-4], _HEAD.size + 4 * MAX_SHOWN)
             fmt, seed, page = _HEAD.unpack_from(body)
         except (zlib.error, struct.error) as exc:
             raise CursorError("cursor content is damaged: pass back next_cursor exactly as received") from exc
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise CursorError(f"cursor is larger than any this service issues (at most {MAX_SHOWN} videos)")
         if fmt != FORMAT or (len(body) - _HEAD.size) % 4:
             raise CursorError(f"cursor format {fmt} is not supported (expected {FORMAT})")
         return cls(seed, page, np.frombuffer(body[_HEAD.size:], dtype="<u4").astype(np.uint32))

@@ -19,7 +19,7 @@ from feed.stats import DAY_MS, Stats, smoothed
 FEATURES: tuple[str, ...] = (
     "aff_video", "aff_creator", "aff_product", "follows", "session_sim", "log_views", "log_trend",
     "watch_prior", "share_prior", "buy_prior", "creator_buy_prior", "segment_buy_prior", "log_price", "has_price",
-    "commission_rate", "log_age_days", "category_share", "log_user_activity", "has_vector",
+    "commission_rate", "log_age_days", "category_share", "log_user_activity", "has_views",
 )
 UNKNOWN_AGE_DAYS = 365.0
 
@@ -53,6 +53,7 @@ class FeatureTables:
         seg_v, seg_p = self.stats.segment_views, self.stats.segment_purchases  # (n_segments, n_videos)
         self.segment_buy = ((seg_p + prior_strength * self.buy_prior) / (seg_v + prior_strength)).astype(np.float32)
         self.log_views = np.log1p(counts["views"]).astype(np.float32)
+        self.has_views = (counts["views"] > 0).astype(np.float32)  # (n_videos,) 0 for videos new since training
         self.log_trend = np.log1p(self.stats.trend).astype(np.float32)
         self.category = catalog.video_category(np.arange(n))  # (n_videos,)
         self._product_arrays(catalog)
@@ -135,7 +136,7 @@ class FeatureTables:
             self.watch_prior[videos], self.share_prior[videos], self.buy_prior[videos],
             self.creator_buy_prior[videos], self.segment_prior(pairs.segment, videos),
             np.log1p(self.price[videos]), self.has_price[videos], self.commission[videos], np.log1p(age),
-            pairs.category_share, np.log1p(pairs.activity), (videos < self.n_trained).astype(np.float32),
+            pairs.category_share, np.log1p(pairs.activity), self.has_views[videos],
         )
         out = np.empty((len(videos), len(FEATURES)), dtype=np.float32)
         for j, column in enumerate(columns):

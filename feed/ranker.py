@@ -27,6 +27,7 @@ from feed.errors import ArtifactError
 from feed.features import FEATURES
 
 HEADS: tuple[str, ...] = ("watch", "share", "purchase")
+CLIP = 8.0  # standardized inputs are clipped to ±CLIP
 VALUE_FORMULA_VERSION = 1
 
 
@@ -76,7 +77,8 @@ class Ranker:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(n, n_heads) uncalibrated logits of (n, n_features) features."""
-        hidden = np.maximum((x - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
+        # clipped: a value far outside what training saw must not saturate the network
+        hidden = np.maximum(np.clip((x - self.mean) / self.scale, -CLIP, CLIP) @ self.w1 + self.b1, 0.0)
         return hidden @ self.w2 + self.b2
 
     def predict(self, x: np.ndarray) -> np.ndarray:

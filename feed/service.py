@@ -45,6 +45,8 @@ from feed.rerank import PageConfig, PageInput, assemble, thompson_pick
 from feed.stats import Stats
 
 Ranking = Literal["ranker", "retrieval", "popular"]
+LAST_READS = 100_000  # per-user store reads remembered for outages
+MAX_EXTRA = 5_000  # how far global sources (popular, trending, fresh) widen to make up for filtered videos
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,14 @@ class FeedService:
         # (n_videos,) never shown to anyone; a mask, not a list: at catalog scale it holds tens of thousands
         self._hidden = self._out_of_stock() if self.config.hide_out_of_stock else np.zeros(len(cat.videos), bool)
         self._new_creators = self._find_new_creators()
+        self._last_read: dict[tuple[str, str], list[str]] = {}  # (signal, user) -> last values read
 
     def with_catalog(self, catalog: Catalog) -> FeedService:
         """The same model and settings over a newer catalog."""
         live = self.live.with_catalog(catalog) if self.live else None
-        return FeedService(self.bundle, self.config, self.model_version, catalog, live, self.signals)
+        service = FeedService(self.bundle, self.config, self.model_version, catalog, live, self.signals)
+        service._last_read = self._last_read  # what the store said last stays known across catalog refreshes
+        return service
 
     def _out_of_stock(self) -> np.ndarray:
         """(n_videos,) True where the video's product is out of stock."""
@@ -195,14 +200,27 @@ class FeedService:
             return None
 
     def _read(self, name: str, user_id: str) -> list[str]:
-        """One per-request store read; nothing when it is not wired or the store fails."""
+        """One per-request store read; when the store fails, the last answer this process saw for the user
+        (a blocked creator must stay blocked through an outage), else nothing."""
         read = getattr(self.signals, name)
         if read is None:
             return []
         try:
-            return read(user_id)
-        except FeedError:  # the store is down: counted once per request by _live_state
-            return []
+            values = read(user_id)
+        except FeedError:
+            self.degraded += 1  # counted on /metrics
+            return self._last_read.get((name, user_id), [])
+        self._remember_read((name, user_id), values)
+        return values
+
+    def _remember_read(self, key: tuple[str, str], values: list[str]) -> None:
+        """Keep the latest non-empty reads, a bounded number of them (oldest dropped first)."""
+        if not values:
+            self._last_read.pop(key, None)
+            return
+        self._last_read[key] = values
+        if len(self._last_read) > LAST_READS:
+            self._last_read.pop(next(iter(self._last_read)))
 
     def _user_view(self, user_id: str, state: LiveUser | None) -> UserView:
         """Vectors, latest videos, follows, category history and segment of the user."""
@@ -237,7 +255,8 @@ class FeedService:
 
     def _candidates(self, user: UserView, blocked: np.ndarray, cursor: Cursor, limit: int) -> Candidates:
         """Fused candidates without blocked rows or anything an earlier page showed."""
-        cands = self.sources.gather(user, blocked, len(blocked) + len(cursor.shown) + limit, self._hidden)
+        extra = min(len(blocked) + len(cursor.shown) + limit, MAX_EXTRA)
+        cands = self.sources.gather(user, blocked, extra, self._hidden)
         if len(cursor.shown):
             keep = ~np.isin(self.hashes[cands.videos], cursor.shown)
             cands = Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])

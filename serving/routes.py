@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import anyio
@@ -71,7 +72,7 @@ async def user_feed(
 
     def build() -> Feed:
         search_threads(threads)  # OpenMP settings are per thread: a worker thread starts with all cores
-        return model.service.feed(user_id, limit, tuple(exclude), parsed, seed)
+        return model.service.feed(user_id, limit, tuple(exclude), parsed, seed, now_ms=time.time() * 1000)
 
     # a few threads at most: feeds are CPU-bound numpy work, and many threads only fight over the GIL
     feed = await anyio.to_thread.run_sync(build, limiter=request.app.state.feed_limiter)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from feed.candidates import SOURCES, CandidateConfig
+from feed.candidates import FUSED_SOURCES, CandidateConfig
 from feed.rerank import PageConfig
 from feed.service import FeedConfig
 
@@ -61,9 +61,9 @@ class ServingSettings(BaseSettings):
     @field_validator("quotas")
     @classmethod
     def _known_sources(cls, quotas: dict[str, int]) -> dict[str, int]:
-        unknown = sorted(set(quotas) - set(SOURCES))
+        unknown = sorted(set(quotas) - set(FUSED_SOURCES))
         if unknown or any(v < 0 for v in quotas.values()):
-            raise ValueError(f"quotas take sources {list(SOURCES)} with counts >= 0, got {quotas}")
+            raise ValueError(f"quotas take sources {list(FUSED_SOURCES)} with counts >= 0, got {quotas}")
         return quotas
 
     @property

@@ -32,7 +32,7 @@ from feed.schema import Dataset
 from feed.service import FeedConfig, FeedService, UserSignals
 from training.config import TrainConfig
 from training.pipeline import fit_bundle
-from training.ranker import epoch_ms
+from training.ranker import epoch_ms, follows_before
 
 ENGAGED = ("view", "like", "share", "cart", "purchase")
 MODES = ("ranker", "retrieval", "popularity")
@@ -189,7 +189,8 @@ def run_feed_evaluation(dataset: Dataset, config: TrainConfig, k: int = 20, max_
     """Fit on the events before the cut-off and replay every mode on the same held-out users."""
     catalog = build_catalog(dataset)
     split = time_split(dataset.events, config.split.test_fraction)
-    bundle, ranker_metrics = fit_bundle(split.train, catalog, config, progress, dataset.follows)
+    bundle, ranker_metrics = fit_bundle(split.train, catalog, config, progress,
+                                        follows_before(dataset.follows, split.cutoff))
     bundle.manifest["value_formula"] = config.ranker.value.model_dump(mode="json")
     targets = held_out_targets(split.test, catalog, max_users, config.seed)
     follows = follows_at(dataset.follows, split.cutoff)

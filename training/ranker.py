@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 
 from feed.dataset import Catalog, IdMap, build_interactions, watch_ratio
 from feed.features import FEATURES, FeatureTables, PairContext
-from feed.ranker import HEADS, Ranker
+from feed.ranker import CLIP, HEADS, Ranker
 from feed.stats import Stats, StatsConfig, compute_stats
 from training.config import TrainConfig
 from training.fitting import fit_factors
@@ -85,12 +85,20 @@ def ranker_examples(events: pd.DataFrame, catalog: Catalog, follows: pd.DataFram
     if early.empty or late.empty:
         return None
     model = fit_feature_model(early, catalog, config, progress)
+    follows = follows_before(follows, pd.Timestamp(cut, unit="ms", tz="UTC"))
     pairs = _impressions(late, catalog) if (late["event"] == "impression").any() else _pseudo_impressions(
         late, catalog, model.tables, config)
     pairs = pairs.iloc[-config.ranker.max_examples:]
     labels = _labels(pairs, late, catalog, config.full_watch_ratio)
     x = pair_features(model, catalog, follows, pairs)
     return Examples(x, labels, pairs["ts_ms"].to_numpy(dtype=np.float64))
+
+
+def follows_before(follows: pd.DataFrame | None, cut: pd.Timestamp) -> pd.DataFrame | None:
+    """Follows made before a time (those without a time count as known): a later follow must not leak."""
+    if follows is None or follows.empty or "ts" not in follows:
+        return follows
+    return follows[follows["ts"].isna().to_numpy() | (follows["ts"] < cut).to_numpy()]
 
 
 def _impressions(late: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
@@ -130,7 +138,20 @@ def _labels(pairs: pd.DataFrame, late: pd.DataFrame, catalog: Catalog, full_watc
     pair_key = users.rows(pairs["user_id"].to_numpy(dtype=object)) * n_videos + pairs["video"].to_numpy()
     event_key = (users.rows(late["user_id"].to_numpy(dtype=object)) * n_videos
                  + catalog.videos.rows(late["video_id"].to_numpy(dtype=object)))
-    return np.stack([np.isin(pair_key, event_key[done[h]]) for h in HEADS], axis=1).astype(np.float32)
+    event_ts, pair_ts = epoch_ms(late["ts"]), pairs["ts_ms"].to_numpy(dtype=np.float64)
+    return np.stack([_after(pair_key, pair_ts, event_key[done[h]], event_ts[done[h]]) for h in HEADS],
+                    axis=1).astype(np.float32)
+
+
+def _after(pair_key: np.ndarray, pair_ts: np.ndarray, event_key: np.ndarray, event_ts: np.ndarray) -> np.ndarray:
+    """(n_pairs,) True where an event of the pair's key happened at or after the pair's time."""
+    if len(event_key) == 0:
+        return np.zeros(len(pair_key), dtype=bool)
+    keys, inverse = np.unique(event_key, return_inverse=True)
+    latest = np.full(len(keys), -np.inf)
+    np.maximum.at(latest, inverse, event_ts)  # (n_keys,) each key's last event time
+    at = np.minimum(np.searchsorted(keys, pair_key), len(keys) - 1)
+    return (keys[at] == pair_key) & (latest[at] >= pair_ts)
 
 
 def pair_features(model: FeatureModel, catalog: Catalog, follows: pd.DataFrame | None,
@@ -249,13 +270,15 @@ def fit_network(train: Examples, calibration: Examples, config: TrainConfig,
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    mean, scale = train.x.mean(axis=0), train.x.std(axis=0) + 1e-6
+    mean, std = train.x.mean(axis=0), train.x.std(axis=0)
+    scale = np.where(std < 1e-3, 1.0, std).astype(np.float32)  # a feature constant in training is not blown up
     net = torch.nn.Sequential(torch.nn.Linear(len(FEATURES), config.ranker.hidden), torch.nn.ReLU(),
                               torch.nn.Linear(config.ranker.hidden, len(HEADS)))
     optimizer = torch.optim.Adam(net.parameters(), lr=config.ranker.learning_rate)
-    x = torch.from_numpy((train.x - mean) / scale)
+    x = torch.from_numpy(np.clip((train.x - mean) / scale, -CLIP, CLIP).astype(np.float32))
     y = torch.from_numpy(train.y)
-    x_cal, y_cal = torch.from_numpy((calibration.x - mean) / scale), torch.from_numpy(calibration.y)
+    x_cal = torch.from_numpy(np.clip((calibration.x - mean) / scale, -CLIP, CLIP).astype(np.float32))
+    y_cal = torch.from_numpy(calibration.y)
     generator = torch.Generator().manual_seed(config.seed)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     best, best_epoch, best_state, waited = float("inf"), 0, None, 0

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from feed.cursor import Cursor, id_hashes
+from feed.cursor import Cursor, CursorError, id_hashes
 from feed.errors import ArtifactError
 from feed.features import FEATURES
 from feed.ranker import HEADS, Ranker, ValueFormula
@@ -145,3 +145,21 @@ def test_cursor_ends_at_max_depth():
 def test_id_hashes_are_stable_across_processes():
     # fixed values: a cursor issued by one replica or version must mean the same on another
     assert id_hashes(np.array(["v000001", "u42"], dtype=object)).tolist() == [1412705694, 1237614238]
+
+
+def test_a_cursor_that_inflates_beyond_any_issued_one_is_refused():
+    import base64
+    import struct
+    import zlib
+
+    body = struct.pack("<BIH", 1, 1, 1) + np.zeros(200_000, dtype="<u4").tobytes()  # 200k hashes compress tiny
+    packed = zlib.compress(body, 9)
+    text = base64.urlsafe_b64encode(packed + struct.pack("<I", zlib.crc32(packed))).decode().rstrip("=")
+    assert len(text) < 16_384
+    with pytest.raises(CursorError, match="larger"):
+        Cursor.decode(text)
+
+
+def test_the_last_page_number_ends_the_feed_instead_of_overflowing():
+    cursor = Cursor(1, 65_535, np.zeros(0, dtype=np.uint32))
+    assert cursor.next(1, np.array([5], dtype=np.uint32), 10**6) is None

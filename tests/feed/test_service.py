@@ -208,3 +208,39 @@ def test_feed_follows_true_taste(service, small_world):
         items = service.feed(str(truth.user_ids[u]), 20, seed=0).items
         shares.append(np.mean([video_cat[i.video_id] == top_category[u] for i in items]))
     assert np.mean(shares) > 0.4  # chance is ~1/categories; diversity and exploration take a few places
+
+
+def test_blocked_creators_stay_blocked_when_the_store_fails(bundle):
+    from feed.errors import FeedError
+
+    user = bundle.manifest["sample_user_ids"][0]
+    first = FeedService(bundle).feed(user, 20, seed=1)
+    blocked = first.items[0].creator_id
+    state = {"down": False}
+
+    def blocks(_):
+        if state["down"]:
+            raise FeedError("store unreachable")
+        return [blocked]
+
+    service = FeedService(bundle, signals=UserSignals(blocks=blocks))
+    assert blocked not in {i.creator_id for i in service.feed(user, 20, seed=1).items}
+    state["down"] = True
+    assert blocked not in {i.creator_id for i in service.feed(user, 20, seed=1).items}
+    assert service.degraded == 1
+
+
+def test_the_session_source_never_proposes_the_seed_itself(service):
+    user = service._user_view(service.bundle.manifest["sample_user_ids"][0], None)
+    rows, _ = service.sources._source("session", user, 30, 0)
+    assert len(rows) and not set(rows) & set(user.recent[:service.config.candidates.session_seeds])
+
+
+def test_a_video_added_after_training_is_not_scored_as_an_outlier(bundle):
+    from feed.features import FEATURES
+
+    assert FEATURES[-1] == "has_views"
+    x = np.tile(np.asarray(bundle.ranker.mean, dtype=np.float32), (2, 1))
+    x[1, -1] = 0.0  # has_views = 0: a video nobody has watched yet
+    probs = bundle.ranker.predict(x)
+    assert probs[1, 0] > 1e-3  # not saturated to zero

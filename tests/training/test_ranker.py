@@ -158,3 +158,24 @@ def test_actions_the_data_never_shows_get_a_head_that_predicts_almost_nothing(sm
     ranker, metrics = train_ranker(views_only, build_catalog(ds), ds.follows, fast_config, progress=False)
     assert ranker is not None and metrics["ranker.share.positives"] == 0 and np.isnan(metrics["ranker.share.auc"])
     assert metrics["ranker.purchase.mean_predicted"] < 1e-3 and metrics["ranker.watch.auc"] > 0.7
+
+
+def test_labels_only_count_what_happened_after_the_impression():
+    late = events_frame([
+        (10, "a", "v1", "purchase", np.nan), (11, "a", "v1", "impression", np.nan),  # bought before: not a label
+        (12, "b", "v1", "impression", np.nan), (13, "b", "v1", "purchase", np.nan)])
+    videos = pd.DataFrame({"video_id": ["v1"], "creator_id": "c", "product_id": pd.NA, "duration_ms": [1000.0],
+                           "published_at": pd.Series([pd.NaT], dtype="datetime64[ms, UTC]")})
+    catalog = build_catalog(Dataset(events=late, videos=videos))
+    hours = late["ts"].astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+    pairs = pd.DataFrame({"user_id": ["a", "b"], "video": [0, 0], "ts_ms": [hours[1], hours[2]]})
+    np.testing.assert_array_equal(_labels(pairs, late, catalog, 0.9)[:, 2], [0, 1])
+
+
+def test_follows_made_after_the_cut_do_not_leak_into_features():
+    from training.ranker import follows_before
+
+    follows = pd.DataFrame({"user_id": ["a", "b", "c"], "creator_id": ["x", "x", "x"],
+                            "ts": pd.to_datetime([1, 5, None], unit="D", utc=True)})
+    kept = follows_before(follows, pd.Timestamp(3 * 86_400_000, unit="ms", tz="UTC"))
+    assert list(kept["user_id"]) == ["a", "c"]
