@@ -207,8 +207,7 @@ class FeedService:
             return []
         try:
             values = read(user_id)
-        except FeedError:
-            self.degraded += 1  # counted on /metrics
+        except FeedError:  # the store is down: counted once per request by _live_state
             return self._last_read.get((name, user_id), [])
         self._remember_read((name, user_id), values)
         return values
