@@ -24,8 +24,11 @@ def test_settings_default_to_the_champion_and_reject_two_sources(tmp_path):
     assert ServingSettings().source == DEFAULT_MODEL_URI
     with pytest.raises(ValidationError, match="not both"):
         ServingSettings(bundle=tmp_path, model_uri="models:/a@b")
-    with pytest.raises(ValidationError):
-        ServingSettings(candidates_per_source=0)
+    for quotas in ({"new_creator": 5}, {"video": -1}, {"nope": 1}):  # new_creator is a slot, not a quota
+        with pytest.raises(ValidationError, match="quotas"):
+            ServingSettings(quotas=quotas)
+    quotas = ServingSettings(quotas={"video": 300, "session": 0}).feed_config().candidates.quotas
+    assert quotas["video"] == 300 and quotas["session"] == 0 and quotas["creator"] > 0
 
 
 def test_settings_read_the_environment(monkeypatch, tmp_path):
