@@ -111,6 +111,17 @@ class FeatureTables:
         sims = self.unit_video[np.where(known, videos, 0)] @ self.unit_video[recent].T  # (n, n_recent)
         return np.where(known, sims.max(axis=1), 0.0).astype(np.float32)
 
+    def pair_session_similarity(self, recent: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """The same per pair (training): recent is (n, k) each pair's user's latest video rows, -1 = none; (n,)."""
+        unit = self.unit_video
+        if len(unit) == 0:
+            return np.zeros(len(videos), dtype=np.float32)
+        valid = (recent >= 0) & (recent < len(unit))
+        known = videos < len(unit)
+        sims = np.einsum("nkd,nd->nk", unit[np.where(valid, recent, 0)], unit[np.where(known, videos, 0)])
+        best = np.where(valid, sims, -np.inf).max(axis=1)
+        return np.where(known & np.isfinite(best), best, 0.0).astype(np.float32)
+
     def category_share(self, history: np.ndarray, videos: np.ndarray) -> np.ndarray:
         """Share of one user's engaged events (history: (n_categories,) counts) in each video's category; (n,)."""
         total = float(history.sum())

@@ -22,7 +22,7 @@ import pandas as pd
 from feed.bundle import Bundle
 from feed.dataset import Catalog, IdMap, event_weights, relation_items, seen_matrix
 from feed.models.als import fold_in, gram
-from feed.stats import ENGAGED
+from feed.stats import ENGAGED, epoch_ms
 
 RECENT = 5  # latest videos kept per user for the session source
 
@@ -191,7 +191,7 @@ class LiveUsers:
         """The newest distinct engaged videos (newest first) and engaged events per category."""
         engaged = events[events["event"].isin(ENGAGED).to_numpy()]
         videos = self.catalog.videos.rows(engaged["video_id"].to_numpy(dtype=object))
-        order = np.argsort(-engaged["ts"].astype("datetime64[ms, UTC]").astype("int64").to_numpy(), kind="stable")
+        order = np.argsort(-epoch_ms(engaged["ts"]), kind="stable")
         newest = pd.unique(videos[order])
         category = self.catalog.video_category(videos[videos >= 0])
         counts = np.bincount(category[category >= 0], minlength=len(self.catalog.categories)).astype(np.float32)

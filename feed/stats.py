@@ -113,7 +113,7 @@ def compute_stats(events: pd.DataFrame, catalog: Catalog, users: IdMap, user_vec
     kind = events["event"].to_numpy(dtype=object)
     video = catalog.videos.rows(events["video_id"].to_numpy(dtype=object))
     user = users.rows(events["user_id"].to_numpy(dtype=object))
-    ts = _epoch_ms(events["ts"])
+    ts = epoch_ms(events["ts"])
     end_ms = float(ts.max()) if len(ts) else 0.0
     full = (kind == "view") & (np.nan_to_num(watch_ratio(events, catalog)) >= config.full_watch_ratio)
     masks = {"impressions": kind == "impression", "views": kind == "view", "full_views": full,
@@ -131,7 +131,7 @@ def compute_stats(events: pd.DataFrame, catalog: Catalog, users: IdMap, user_vec
     )
 
 
-def _epoch_ms(times: pd.Series) -> np.ndarray:
+def epoch_ms(times: pd.Series) -> np.ndarray:
     """Epoch milliseconds of a timestamp column as float64."""
     return times.astype("datetime64[ms, UTC]").astype("int64").to_numpy(dtype=np.float64)
 

@@ -30,9 +30,10 @@ from feed.dataset import Catalog, IdMap, build_catalog, time_split
 from feed.rerank import PageConfig
 from feed.schema import Dataset
 from feed.service import FeedConfig, FeedService, UserSignals
+from feed.stats import epoch_ms
 from training.config import TrainConfig
 from training.pipeline import fit_bundle
-from training.ranker import epoch_ms, follows_before
+from training.ranker import follows_before
 
 ENGAGED = ("view", "like", "share", "cart", "purchase")
 MODES = ("ranker", "retrieval", "popularity")
@@ -107,9 +108,9 @@ def _matrix(rows: np.ndarray, cols: np.ndarray, mask: np.ndarray, shape: tuple[i
 
 def follows_at(follows: pd.DataFrame | None, cutoff: pd.Timestamp) -> dict[str, list[str]]:
     """Who follows whom at the cut-off (follows without a time count as known)."""
-    if follows is None or follows.empty:
+    known = follows_before(follows, cutoff)
+    if known is None or known.empty:
         return {}
-    known = follows[follows["ts"].isna() | (follows["ts"] < cutoff)]
     return known.groupby("user_id")["creator_id"].agg(list).to_dict()
 
 

@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 from feed.dataset import Catalog, IdMap, build_interactions, watch_ratio
 from feed.features import FEATURES, FeatureTables, PairContext
 from feed.ranker import CLIP, HEADS, Ranker
-from feed.stats import Stats, StatsConfig, compute_stats
+from feed.stats import Stats, StatsConfig, compute_stats, epoch_ms
 from training.config import TrainConfig
 from training.fitting import fit_factors
 
@@ -56,11 +56,6 @@ def stats_config(config: TrainConfig) -> StatsConfig:
     """Stats settings from the training config."""
     f = config.features
     return StatsConfig(f.half_life_days, f.segments, f.recent, config.full_watch_ratio, config.seed)
-
-
-def epoch_ms(times: pd.Series) -> np.ndarray:
-    """Epoch milliseconds of a timestamp column as float64."""
-    return times.astype("datetime64[ms, UTC]").astype("int64").to_numpy(dtype=np.float64)
 
 
 def fit_feature_model(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool) -> FeatureModel:
@@ -186,7 +181,7 @@ def _context(model: FeatureModel, catalog: Catalog, rows: np.ndarray, videos: np
     share = np.where(known & (category >= 0) & (totals[safe] > 0), in_category / np.maximum(totals[safe], 1), 0.0)
     return PairContext(
         affinity=affinity, follows=(known & (creator >= 0) & np.isin(follow_key, followed)).astype(np.float32),
-        session_sim=_session_similarity(tables, np.where(known[:, None], recent[safe], -1), videos),
+        session_sim=tables.pair_session_similarity(np.where(known[:, None], recent[safe], -1), videos),
         segment=segment, category_share=share.astype(np.float32),
         activity=np.where(known, totals[safe], 0.0).astype(np.float32))
 
@@ -208,18 +203,6 @@ def _recent_table(stats: Stats) -> np.ndarray:
     table = np.full((recent.shape[0], k), -1, dtype=np.int64)
     table[recent.row, recent.data.astype(np.int64) - 1] = recent.col
     return table
-
-
-def _session_similarity(tables: FeatureTables, recent: np.ndarray, videos: np.ndarray) -> np.ndarray:
-    """(n,) max cosine between each pair's video and its user's latest videos (rows of `recent`, -1 = none)."""
-    unit = tables.unit_video
-    if len(unit) == 0:
-        return np.zeros(len(videos), dtype=np.float32)
-    valid = (recent >= 0) & (recent < len(unit))
-    known = videos < len(unit)
-    sims = np.einsum("nkd,nd->nk", unit[np.where(valid, recent, 0)], unit[np.where(known, videos, 0)])
-    best = np.where(valid, sims, -np.inf).max(axis=1)
-    return np.where(known & np.isfinite(best), best, 0.0).astype(np.float32)
 
 
 def split_examples(examples: Examples, fraction: float) -> tuple[Examples, Examples, Examples]:

@@ -168,3 +168,10 @@ def test_smoothing_shrinks_small_counts_to_the_global_rate():
     rates = smoothed(np.array([1.0, 300.0]), np.array([2.0, 2000.0]), strength=20.0)
     global_rate = 301 / 2002
     assert abs(rates[0] - global_rate) < abs(0.5 - global_rate) and rates[1] == pytest.approx(0.15, abs=0.002)
+
+
+def test_session_similarity_is_the_same_per_user_and_per_pair(service, user):
+    videos = np.arange(40)
+    per_user = service.tables.session_similarity(user.recent, videos)
+    table = np.tile(np.pad(user.recent, (0, 2), constant_values=-1), (len(videos), 1))  # padded like training's
+    np.testing.assert_allclose(service.tables.pair_session_similarity(table, videos), per_user, atol=1e-6)
