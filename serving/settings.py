@@ -14,12 +14,16 @@ from feed.service import FeedConfig
 
 DEFAULT_MODEL_URI = "models:/selfretail-feed@champion"
 DEFAULT_STORE_URL = "sqlite:///.feed/store.db"
+PLACEHOLDER_SECRET = "dev-only-change-me"  # the development token secret; refused in production
+MIN_SECRET_CHARS = 32  # token_secret in production
+MIN_KEY_CHARS = 16  # app keys, admin and merchant tokens in production
 
 
 class ServingSettings(BaseSettings):
     """Where the model comes from and how feeds are built."""
 
-    model_config = SettingsConfigDict(env_prefix="FEED_SERVE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="FEED_SERVE_", extra="forbid", frozen=True,
+                                      hide_input_in_errors=True)  # errors must not print secrets
 
     bundle: Path | None = None
     model_uri: str | None = None
@@ -43,6 +47,13 @@ class ServingSettings(BaseSettings):
     feed_threads: int = Field(1, ge=1, description="Feeds computed at once per process (CPU-bound: more threads "
                               "only contend for the GIL; run more workers or replicas instead).")
     reload_interval_s: float = Field(30.0, ge=0, description="How often to check for a new champion; 0 = never.")
+    environment: Literal["development", "production"] = Field(
+        "development", description="production refuses to start with placeholder or missing secrets.")
+    app_keys: list[SecretStr] = Field(default_factory=list, description="Bearer keys of the app for feeds, "
+                                      "events and blocks (JSON list); none = those routes are open (development).")
+    token_secret: SecretStr = Field(SecretStr(PLACEHOLDER_SECRET), description="HMAC secret that signs creator "
+                                    "tokens (`feed tokens create`); at least 32 characters in production.")
+    creator_token_ttl_s: float = Field(30 * 86400.0, gt=0, description="Lifetime of a new creator token.")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /v1/admin/* and catalog writes.")
     merchant_tokens: dict[str, SecretStr] = Field(
         default_factory=dict, description="merchant_id -> token: a merchant may write its own products and videos.")
@@ -56,6 +67,14 @@ class ServingSettings(BaseSettings):
     def _one_source(self) -> ServingSettings:
         if self.bundle is not None and self.model_uri is not None:
             raise ValueError("give either bundle or model_uri, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> ServingSettings:
+        if self.environment == "production":
+            problems = _secret_problems(self)
+            if problems:
+                raise ValueError("environment is production but " + "; ".join(dict.fromkeys(problems)))
         return self
 
     @field_validator("quotas")
@@ -90,3 +109,23 @@ class ServingSettings(BaseSettings):
                           max_per_merchant=self.max_per_merchant, mmr_lambda=self.mmr_lambda)
         return FeedConfig(candidates=candidates, page=page, ranking=self.ranking, ranker_weight=self.ranker_weight,
                           hide_out_of_stock=self.hide_out_of_stock)
+
+
+def _secret_problems(settings: ServingSettings) -> list[str]:
+    """What keeps these settings from running in production (names settings, never prints a value)."""
+    problems = []
+    secret = settings.token_secret.get_secret_value()
+    if secret == PLACEHOLDER_SECRET or len(secret) < MIN_SECRET_CHARS:
+        problems.append(f"token_secret (FEED_SERVE_TOKEN_SECRET) must be set to a random string of at least "
+                        f"{MIN_SECRET_CHARS} characters, not the placeholder")
+    if not settings.app_keys:
+        problems.append("app_keys (FEED_SERVE_APP_KEYS) must list at least one key, as a JSON list")
+    if settings.admin_token is None:
+        problems.append("admin_token (FEED_SERVE_ADMIN_TOKEN) must be set")
+    keys = [("app_keys", key) for key in settings.app_keys] + [("admin_token", settings.admin_token)] + [
+        (f"merchant_tokens[{merchant}]", token) for merchant, token in settings.merchant_tokens.items()]
+    for name, key in keys:
+        value = key.get_secret_value() if key is not None else None
+        if value is not None and (value == PLACEHOLDER_SECRET or len(value) < MIN_KEY_CHARS):
+            problems.append(f"{name} must be at least {MIN_KEY_CHARS} characters and not the placeholder")
+    return problems
