@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from feed.errors import DataError, FeedError
 from feed.store.store import EventStore
+from serving.auth import AppDep
 from serving.deps import CountersDep, SettingsDep, get_store
 from serving.ingest import MAX_EVENTS, BatchError, EventIn, batch_frame
 
@@ -35,7 +36,8 @@ BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {"
                         415: {"description": "not application/json"},
                         422: {"description": "invalid events: every bad row's index, field and reason"},
                         503: {"description": "the event store is unavailable; retry after Retry-After"}})
-async def post_events(request: Request, store: StoreDep, settings: SettingsDep, counters: CountersDep) -> Accepted:
+async def post_events(_: AppDep, request: Request, store: StoreDep, settings: SettingsDep,
+                      counters: CountersDep) -> Accepted:
     """Store a JSON array of up to 1,000 events; any invalid row rejects the whole batch and stores nothing."""
     body = await _body(request, settings.max_body_bytes)
     payload = await run_in_threadpool(_parse_json, body)  # parsing and validating 1,000 events is CPU work:

@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from feed.cursor import Cursor, CursorError
 from feed.service import Feed
+from serving.auth import AppDep
 from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
 from serving.metrics import render
 from serving.schemas import FeedOut, Health, Ready, ReloadOut
@@ -46,6 +47,7 @@ async def reload_model(holder: HolderDep, _: AdminDep, force: bool = False) -> R
 
 @router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"])
 async def user_feed(
+    _: AppDep,
     user_id: UserId,
     model: ModelDep,
     response: Response,

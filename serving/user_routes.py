@@ -1,4 +1,6 @@
-"""A user's blocks: PUT, DELETE and GET /v1/users/{user_id}/blocks, written by the app's backend (admin token).
+"""A user's blocks: PUT, DELETE and GET /v1/users/{user_id}/blocks, written by the app's backend.
+
+The app's backend calls them with an app key (or the admin token); a merchant token is refused with 403.
 
 A block is stored like a follow (one row per user and creator, an unblock is a tombstone), so blocking again
 after an unblock restores the row.
@@ -12,7 +14,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import AfterValidator, BaseModel
 
-from serving.catalog_routes import StoreDep, Writer, WriterDep, Written, _read, _write
+from serving.auth import BackendDep
+from serving.catalog_routes import StoreDep, Written, _read, _write
 from serving.deps import HolderDep
 from serving.ingest import FollowIn, follow_frame, no_nul
 
@@ -29,33 +32,25 @@ class Blocks(BaseModel):
 
 
 @router.put("/v1/users/{user_id}/blocks/{creator_id}", response_model=Written)
-async def put_block(user_id: UserPathId, creator_id: UserPathId, writer: WriterDep, store: StoreDep,
+async def put_block(user_id: UserPathId, creator_id: UserPathId, _: BackendDep, store: StoreDep,
                     holder: HolderDep) -> Written:
     """A user blocks a creator (again, after an unblock); blocking twice is not an error."""
-    _admin_only(writer)
     block = FollowIn(user_id=user_id, creator_id=creator_id, ts=int(time.time() * 1000))  # a follow's columns
     await _write(store.upsert_blocks, follow_frame(block))
     return Written(id=f"{user_id}->{creator_id}", catalog_seq=holder.catalog_seq)
 
 
 @router.delete("/v1/users/{user_id}/blocks/{creator_id}", response_model=Written)
-async def delete_block(user_id: UserPathId, creator_id: UserPathId, writer: WriterDep, store: StoreDep,
+async def delete_block(user_id: UserPathId, creator_id: UserPathId, _: BackendDep, store: StoreDep,
                        holder: HolderDep) -> Written:
     """A user unblocks a creator; 404 when they had not blocked them."""
-    _admin_only(writer)
     if not await _write(store.delete_block, user_id, creator_id):
         raise HTTPException(404, detail=f"{user_id} has not blocked {creator_id}")
     return Written(id=f"{user_id}->{creator_id}", catalog_seq=holder.catalog_seq)
 
 
 @router.get("/v1/users/{user_id}/blocks", response_model=Blocks)
-async def get_blocks(user_id: UserPathId, writer: WriterDep, store: StoreDep) -> Blocks:
+async def get_blocks(user_id: UserPathId, _: BackendDep, store: StoreDep) -> Blocks:
     """The creators the user blocked, sorted."""
-    _admin_only(writer)
     return Blocks(user_id=user_id, creator_ids=await _read(store.blocks_of, user_id))
 
-
-def _admin_only(writer: Writer) -> None:
-    """Blocks are written and read by the app's backend, with the admin token."""
-    if writer.merchant_id is not None:
-        raise HTTPException(403, detail="blocks need the admin token")
