@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from feed.paths import resolve_tracking_uri
 from serving.settings import DEFAULT_MODEL_URI
+
+if TYPE_CHECKING:
+    from serving.settings import ServingSettings
+
+
+def load_settings(**given: Any) -> ServingSettings:
+    """Settings from defaults, FEED_SERVE_* and `given`; a one-line ClickException (exit 1) when invalid."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from serving.settings import ServingSettings
+
+    try:
+        return ServingSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:  # inputs are hidden (hide_input_in_errors): no secret reaches the terminal
+        problems = [": ".join(filter(None, (".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, "))))
+                    for e in exc.errors(include_url=False, include_input=False)]
+        raise click.ClickException("invalid serving settings: " + "; ".join(problems)) from None
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid serving settings: {exc}") from None
 
 
 @click.command()
@@ -34,14 +56,14 @@ def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, 
     import uvicorn
 
     from serving.app import create_app, open_store
+    from serving.auth import warn_if_open
     from serving.model_source import load_model
-    from serving.settings import ServingSettings
 
     if model_uri and bundle:
         raise click.UsageError("give --model or --bundle, not both")
-    given = {"bundle": bundle, "model_uri": model_uri, "tracking_uri": tracking_uri,
-             "reload_interval_s": reload_interval, "store_url": store_url}
-    settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = load_settings(bundle=bundle, model_uri=model_uri, tracking_uri=tracking_uri,
+                             reload_interval_s=reload_interval, store_url=store_url)
+    warn_if_open(settings)
     store = open_store(settings)  # migrate, then load: fail before binding the port, naming the file or URL
     model = load_model(settings, store)
     app = create_app(settings, model, store)
@@ -122,9 +144,8 @@ def db() -> None:
 def upgrade(store_url: str | None) -> None:
     """Apply the store's migrations up to the current schema (the service also does this at start)."""
     from feed.store.store import EventStore
-    from serving.settings import ServingSettings
 
-    settings = ServingSettings(**({"store_url": store_url} if store_url else {}))
+    settings = load_settings(store_url=store_url or None)
     if settings.store is None:
         raise click.UsageError("no store URL given")
     store = EventStore(settings.store)
@@ -141,9 +162,8 @@ def load(store_url: str | None, data: Path, with_events: bool) -> None:
     """Seed the store with a dataset's catalog (and events), e.g. before the app starts posting events."""
     from feed.io import load_dataset
     from feed.store.store import EventStore
-    from serving.settings import ServingSettings
 
-    settings = ServingSettings(**({"store_url": store_url} if store_url else {}))
+    settings = load_settings(store_url=store_url or None)
     if settings.store is None:
         raise click.UsageError("no store URL given")
     dataset, store = load_dataset(data), EventStore(settings.store)
@@ -157,3 +177,37 @@ def load(store_url: str | None, data: Path, with_events: bool) -> None:
                        for i in range(0, len(dataset.events), 50_000))
         click.echo(f"events: {inserted:,} inserted")
     store.close()
+
+
+@click.group()
+def tokens() -> None:
+    """Creator tokens: signed links that let one creator read their own stats and dashboard."""
+
+
+@tokens.command("create")
+@click.option("--creator", "creator_id", required=True, help="The creator (a user id) the token is for.")
+@click.option("--ttl-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Days the token stays valid [default: FEED_SERVE_CREATOR_TOKEN_TTL_S, 30 days].")
+@click.option("--secret-env", default="FEED_SERVE_TOKEN_SECRET", show_default=True,
+              help="Environment variable holding the signing secret (the service's token_secret).")
+@click.option("--dev", is_flag=True, help="Allow the development placeholder secret (tokens for local use only).")
+def create_token(creator_id: str, ttl_days: float | None, secret_env: str, dev: bool) -> None:
+    """Print a signed token for one creator on stdout (give it to them, e.g. as /creators/ID?token=...)."""
+    from serving.auth import sign_creator_token
+    from serving.settings import PLACEHOLDER_SECRET
+
+    given = {"token_secret": os.environ[secret_env]} if secret_env in os.environ else {}
+    if secret_env != "FEED_SERVE_TOKEN_SECRET" and not given:
+        raise click.ClickException(f"--secret-env {secret_env}: that environment variable is not set")
+    settings = load_settings(**given)
+    secret = settings.token_secret.get_secret_value()
+    if secret == PLACEHOLDER_SECRET:
+        if not (dev or settings.environment == "development"):
+            raise click.ClickException("the token secret is the development placeholder: set "
+                                       f"{secret_env}, or pass --dev for a local token")
+        click.echo(f"warning: signed with the development placeholder secret ({secret_env} is not set); "
+                   "a service with a real secret will refuse this token", err=True)
+    if not creator_id.strip():
+        raise click.UsageError("--creator must be a non-empty id")
+    ttl_s = ttl_days * 86400 if ttl_days is not None else settings.creator_token_ttl_s
+    click.echo(sign_creator_token(secret, creator_id, ttl_s))
