@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from feed.errors import FeedError
 from feed.io import load_dataset, write_dataset
 from feed.schema import COLUMNS, Column, Dataset
-from feed.store import tables
+from feed.attribution import LedgerRules
+from feed.store import ledger, tables
 from feed.store.driver import (
     WRITE_OPTION,
     configure_sqlite,
@@ -36,6 +37,7 @@ from feed.store.driver import (
 from feed.store.exporting import unknown_references
 from feed.store.frames import (
     IMPRESSION_COLUMNS,
+    from_epoch_ms,
     from_rows,
     impression_rows,
     to_epoch_ms,
@@ -133,11 +135,13 @@ class EventStore:
 
     def insert_events(self, events: pd.DataFrame) -> InsertResult:
         """Store a canonical events batch in one transaction; known event_ids (and repeats) are skipped."""
-        names, rows = to_rows(_unique_events(events), "events", received_at=int(time.time() * 1000))
+        unique = _unique_events(events)
+        names, rows = to_rows(unique, "events", received_at=int(time.time() * 1000))
         inserted = 0
         if rows:
             with self._errors("insert events into"), self._transaction(write=True) as conn:
                 inserted = execute_many(conn, insert_sql(conn, tables.events, names, skip_key="event_id"), rows)
+                ledger.enqueue(conn, ledger.queue_rows(unique))  # with the events, or not at all
         return InsertResult(inserted=inserted, duplicates=len(events) - inserted)
 
     def events(self, since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -165,9 +169,14 @@ class EventStore:
         """
         return self._upsert(tables.videos, "videos", videos, ["video_id"])
 
-    def upsert_products(self, products: pd.DataFrame) -> int:
-        """Insert or update products by product_id; returns how many rows were new or changed."""
-        return self._upsert(tables.products, "products", products, ["product_id"])
+    def upsert_products(self, products: pd.DataFrame, now_ms: int | None = None) -> int:
+        """Insert or update products by product_id; returns how many rows were new or changed.
+
+        A changed commission_rate becomes a new rate version valid from `now_ms` (default: now), so it applies
+        to later purchases only; a new product's first rate is valid for all its purchases."""
+        now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+        return self._upsert(tables.products, "products", products, ["product_id"],
+                            then=lambda conn: ledger.record_rates(conn, products, now_ms))
 
     def upsert_follows(self, follows: pd.DataFrame) -> int:
         """Insert, update or restore follows by (user_id, creator_id); returns how many were new or changed."""
@@ -271,14 +280,86 @@ class EventStore:
         write_dataset(dataset, Path(folder), fmt)
         return load_dataset(Path(folder))
 
+    # --- reads for creator and merchant stats --------------------------------------------------------------
+
+    def videos_of(self, creator_id: str | None = None, product_ids: list[str] | None = None) -> pd.DataFrame:
+        """Canonical videos of a creator and/or of some products, in video_id order."""
+        t = tables.videos
+        where = [sa.true()] if creator_id is None else [t.c.creator_id == creator_id]
+        where += [] if product_ids is None else [t.c.product_id.in_(product_ids)]
+        with self._errors("read videos from"), self._transaction(snapshot=True) as conn:
+            return self._read_table(conn, t, "videos", sa.and_(*where))
+
+    def products_of(self, merchant_id: str) -> pd.DataFrame:
+        """Canonical products of a merchant, in product_id order."""
+        t = tables.products
+        with self._errors("read products from"), self._transaction(snapshot=True) as conn:
+            return self._read_table(conn, t, "products", t.c.merchant_id == merchant_id)
+
+    def video_events(self, video_ids: list[str], since: pd.Timestamp | None = None,
+                     until: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Every event on these videos with since <= ts < until, canonical, in (ts, seq) order."""
+        stmt = _ts_range(_select_events().where(tables.events.c.video_id.in_(video_ids)), since, until)
+        return self._read_events(stmt)
+
+    def video_impressions(self, video_ids: list[str], since: pd.Timestamp | None = None,
+                          until: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Served-feed impressions of these videos: request_id, user_id, video_id, source, ts (UTC times)."""
+        t = tables.impressions
+        stmt = sa.select(t.c.request_id, t.c.user_id, t.c.video_id, t.c.source, t.c.ts).where(t.c.video_id.in_(video_ids))
+        stmt = stmt.where(t.c.ts >= to_epoch_ms(pd.Series([since]))[0]) if since is not None else stmt
+        stmt = stmt.where(t.c.ts < to_epoch_ms(pd.Series([until]))[0]) if until is not None else stmt
+        with self._errors("read impressions from"), self._transaction(snapshot=True) as conn:
+            frame = pd.DataFrame(conn.execute(stmt.order_by(t.c.ts, t.c.id)).all(),
+                                 columns=["request_id", "user_id", "video_id", "source", "ts"])
+        frame["ts"] = from_epoch_ms(frame["ts"].astype("int64").tolist())
+        return frame
+
+    # --- ledger -------------------------------------------------------------------------------------------
+
+    def process_ledger(self, rules: LedgerRules, now_ms: int | None = None, limit: int = 2_000) -> ledger.LedgerRun:
+        """Append the entries owed by queued orders and due settlements (one pass of at most `limit` rows)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+        with self._errors("update the ledger of"), self._transaction(write=True) as conn:
+            return ledger.process(conn, rules, now_ms, limit, self._postgres)
+
+    def catch_up_ledger(self, rules: LedgerRules, now_ms: int | None = None) -> ledger.LedgerRun:
+        """Process the ledger until its queue is empty; returns the totals."""
+        orders = entries = 0
+        while True:
+            run = self.process_ledger(rules, now_ms)
+            orders, entries = orders + run.orders, entries + run.entries
+            if run.remaining == 0 and run.orders == 0:
+                return ledger.LedgerRun(orders=orders, entries=entries, remaining=0)
+
+    def rebuild_ledger(self, rules: LedgerRules, now_ms: int | None = None) -> ledger.LedgerRun:
+        """Recompute every order from the events: appends only the corrections (none when it is up to date)."""
+        with self._errors("queue the orders of"), self._transaction(write=True) as conn:
+            ledger.enqueue_all(conn)
+        return self.catch_up_ledger(rules, now_ms)
+
+    def ledger_entries(self, beneficiary_id: str | None = None, order_ids: list[str] | None = None,
+                       since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Ledger entries (feed.attribution.ENTRY_COLUMNS) by beneficiary, orders and since <= ts < until."""
+        t = tables.ledger_entries
+        where = [] if beneficiary_id is None else [t.c.beneficiary_id == beneficiary_id]
+        where += [] if order_ids is None else [t.c.order_id.in_(order_ids)]
+        where += [] if since is None else [t.c.ts >= to_epoch_ms(pd.Series([since]))[0]]
+        where += [] if until is None else [t.c.ts < to_epoch_ms(pd.Series([until]))[0]]
+        with self._errors("read the ledger of"), self._transaction(snapshot=True) as conn:
+            return ledger.entries(conn, where)
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
 
     # --- internals ----------------------------------------------------------------------------------------
 
-    def _upsert(self, t: sa.Table, name: str, frame: pd.DataFrame, key: list[str], **constant: object) -> int:
-        """Insert-or-update the rows whose content changed, stamping them with one new catalog_seq."""
+    def _upsert(self, t: sa.Table, name: str, frame: pd.DataFrame, key: list[str],
+                then: Callable[[sa.Connection], None] | None = None, **constant: object) -> int:
+        """Insert-or-update the rows whose content changed, stamping them with one new catalog_seq.
+
+        `then` runs in the same transaction, after the upsert."""
         names, rows = to_rows(frame.drop_duplicates(subset=key, keep="last"), name, **constant)
         if not rows:
             return 0
@@ -291,7 +372,10 @@ class EventStore:
         with self._errors(f"upsert {name} into"), self._transaction(write=True) as conn:
             stamp = _next_catalog_seq(conn)
             params = [dict(zip(names, row, strict=True), catalog_seq=stamp) for row in rows]
-            return len(conn.execute(stmt.returning(t.c[key[0]]), params).all())
+            changed_rows = len(conn.execute(stmt.returning(t.c[key[0]]), params).all())
+            if then is not None:
+                then(conn)
+            return changed_rows
 
     def _tombstone(self, t: sa.Table, action: str, user_id: str, creator_id: str) -> bool:
         """Mark a live (user_id, creator_id) row of follows or blocks deleted; False when there was none."""

@@ -33,6 +33,7 @@ events = sa.Table(
     sa.UniqueConstraint("event_id", name="uq_events_event_id"),  # ingestion is idempotent by event_id
     sa.Index("ix_events_user_seq", "user_id", "seq"),
     sa.Index("ix_events_ts_seq", "ts", "seq"),  # serves ts ranges and the (ts, seq) order of events()
+    sa.Index("ix_events_video_ts", "video_id", "ts"),  # creator and merchant stats read their videos' events
     # partial: most events have no order or share, and skipping their NULLs makes every insert cheaper;
     # a lookup `column = x` implies `column IS NOT NULL`, so both databases still use these indexes
     *(sa.Index(f"ix_events_{c}", c, sqlite_where=sa.text(f"{c} IS NOT NULL"),
@@ -98,7 +99,56 @@ impressions = sa.Table(
     sa.Column("source", sa.Text),
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Index("ix_impressions_user_ts", "user_id", "ts"),
+    sa.Index("ix_impressions_video_ts", "video_id", "ts"),
     sqlite_autoincrement=True,
+)
+
+# Every commission rate a product had, from when: a purchase earns the rate in effect at its ts.
+commission_rates = sa.Table(
+    "commission_rates", metadata,
+    sa.Column("product_id", sa.Text, primary_key=True),
+    sa.Column("valid_from", sa.BigInteger, primary_key=True),
+    sa.Column("rate", sa.Double, nullable=False),
+)
+
+# The commission ledger: append-only (never updated in place); amounts in integer cents, clawbacks negative.
+ledger_entries = sa.Table(
+    "ledger_entries", metadata,
+    sa.Column("seq", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("entry_id", sa.Text, nullable=False),
+    sa.Column("order_id", sa.Text, nullable=False),
+    sa.Column("beneficiary_id", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("video_id", sa.Text),
+    sa.Column("product_id", sa.Text),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("entry_id", name="uq_ledger_entries_entry_id"),
+    sa.Index("ix_ledger_entries_order_id", "order_id"),
+    sa.Index("ix_ledger_entries_beneficiary_ts", "beneficiary_id", "ts"),
+    sqlite_autoincrement=True,
+)
+
+# Orders (and share links) whose ledger entries may need work, written in the transaction that stores their
+# events: the ledger processor deletes a row only after it has appended that row's entries.
+ledger_queue = sa.Table(
+    "ledger_queue", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.Text),
+    sa.Column("share_id", sa.Text),
+    sqlite_autoincrement=True,
+)
+
+# When each order's accruals settle; `settled` marks the orders whose settlement the ledger already holds.
+ledger_orders = sa.Table(
+    "ledger_orders", metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("settle_at", sa.BigInteger, nullable=False),
+    sa.Column("settled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_ledger_orders_due", "settled", "settle_at"),
 )
 
 # One row (id = 1): the last catalog_seq handed out. Writers bump it first, which also serializes them.
@@ -109,4 +159,5 @@ catalog_counter = sa.Table(
     sa.CheckConstraint("id = 1", name="ck_catalog_counter_one_row"),
 )
 
-COUNTED: dict[str, sa.Table] = {t.name: t for t in (events, videos, products, follows, blocks, impressions)}
+COUNTED: dict[str, sa.Table] = {t.name: t for t in (events, videos, products, follows, blocks, impressions,
+                                                     commission_rates, ledger_entries)}
