@@ -18,6 +18,7 @@ from feed.store.store import EventStore
 from serving.catalog_routes import router as catalog_router
 from serving.event_routes import router as event_router
 from serving.impressions import ImpressionLogger
+from serving.ledger_worker import keep_ledger
 from serving.threads import search_threads
 from serving.metrics import Counters
 from serving.model_source import LoadedModel, load_model
@@ -56,7 +57,7 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
         app.state.holder, app.state.store = holder, opened
         app.state.impressions = ImpressionLogger(opened, settings.impression_queue) if opened else None
         log.info("serving %s (%s)", holder.current.version, holder.current.source)
-        tasks = _background(holder, settings)
+        tasks = _background(holder, settings, app.state.counters)
         yield
         await _stop(tasks)
         if app.state.impressions:
@@ -77,13 +78,16 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
     return app
 
 
-def _background(holder: ModelHolder, settings: ServingSettings) -> list[asyncio.Task]:
-    """The model poller and the catalog watcher, as configured."""
+def _background(holder: ModelHolder, settings: ServingSettings, counters: Counters) -> list[asyncio.Task]:
+    """The model poller, the catalog watcher and the ledger worker, as configured."""
     tasks = []
     if settings.reload_interval_s:
         tasks.append(asyncio.create_task(holder.poll(settings.reload_interval_s)))
     if holder.store is not None and settings.catalog_refresh_s:
         tasks.append(asyncio.create_task(holder.watch_catalog(settings.catalog_refresh_s)))
+    if holder.store is not None and settings.ledger_interval_s:
+        rules, interval = settings.ledger_rules(), settings.ledger_interval_s
+        tasks.append(asyncio.create_task(keep_ledger(holder.store, rules, interval, counters)))
     return tasks
 
 

@@ -15,6 +15,8 @@ class Counters:
     event_batches_rejected: int = 0
     event_store_errors: int = 0
     feeds_served: int = 0
+    ledger_entries: int = 0
+    ledger_errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **amounts: int) -> None:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feed.attribution import LedgerRules
 from feed.candidates import FUSED_SOURCES, CandidateConfig
 from feed.rerank import PageConfig
 from feed.service import FeedConfig
@@ -62,6 +63,12 @@ class ServingSettings(BaseSettings):
     live_cache_size: int = Field(100_000, ge=0)
     impression_queue: int = Field(10_000, ge=1, description="Pages waiting to be logged before new ones are dropped.")
     max_body_bytes: int = Field(4_000_000, ge=1024)
+    ledger_interval_s: float = Field(1.0, ge=0, description="How often to append the ledger entries of newly "
+                                     "stored purchases, refunds and shares, and due settlements; 0 = never.")
+    ledger_window_days: float = Field(7.0, ge=0, description="A share link earns for purchases this long after.")
+    ledger_sharer_rate: float = Field(0.02, ge=0, le=1, description="The direct sharer's commission rate.")
+    ledger_settlement_days: float = Field(7.0, ge=0, description="Accruals settle this long after the purchase.")
+    ledger_currency: str = Field("USD", pattern="^[A-Z]{3}$")
 
     @model_validator(mode="after")
     def _one_source(self) -> ServingSettings:
@@ -99,6 +106,11 @@ class ServingSettings(BaseSettings):
             path.parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{path}"
         return url
+
+    def ledger_rules(self) -> LedgerRules:
+        """The ledger's attribution and settlement rule."""
+        return LedgerRules(window_days=self.ledger_window_days, sharer_rate=self.ledger_sharer_rate,
+                           settlement_days=self.ledger_settlement_days, currency=self.ledger_currency)
 
     def feed_config(self) -> FeedConfig:
         """The feed-building part of the settings."""
