@@ -61,9 +61,11 @@ class RateBook:
     def from_frame(cls, frame: pd.DataFrame) -> RateBook:
         """From rows (product_id, valid_from [epoch ms], rate)."""
         book = cls()
-        for product, rows in frame.sort_values(["product_id", "valid_from"]).groupby("product_id", sort=False):
-            book.starts[str(product)] = [int(v) for v in rows["valid_from"]]
-            book.rates[str(product)] = [float(r) for r in rows["rate"]]
+        ordered = frame.sort_values(["product_id", "valid_from"], kind="stable")
+        for product, start, rate in zip(ordered["product_id"].astype(str), ordered["valid_from"].astype("int64"),
+                                        ordered["rate"].astype(float), strict=True):
+            book.starts.setdefault(product, []).append(int(start))
+            book.rates.setdefault(product, []).append(float(rate))
         return book
 
     @classmethod
