@@ -198,7 +198,8 @@ def orders(events: pd.DataFrame) -> pd.DataFrame:
 def refunds(events: pd.DataFrame, bought: pd.DataFrame) -> pd.DataFrame:
     """Refund events with the `cents` they take back: blank = the whole order, never past the order's amount.
 
-    A refund of an order missing from `bought` keeps its own amount (0 when blank) and its own video.
+    A refund of an order missing from `bought` keeps its own amount (0 when blank) and goes to the video and
+    product of the order's first refund event, so that every order stays on one video.
     """
     back = events[(events["event"] == "refund") & events["order_id"].notna()]
     back = back.sort_values([c for c in ("ts", "event_id") if c in back.columns], kind="stable")
@@ -208,8 +209,9 @@ def refunds(events: pd.DataFrame, bought: pd.DataFrame) -> pd.DataFrame:
     total = asked.groupby(back["order_id"].to_numpy()).cumsum()
     capped = np.minimum(total, order_cents.fillna(np.inf))
     before = capped.groupby(back["order_id"].to_numpy()).shift(fill_value=0)
-    video = first_of(back["order_id"].map(bought.set_index("order_id")["video_id"]), back["video_id"])
-    product = first_of(back["order_id"].map(bought.set_index("order_id")["product_id"]), back["product_id"])
+    first = back.groupby("order_id")[["video_id", "product_id"]].transform("first")
+    video = first_of(back["order_id"].map(bought.set_index("order_id")["video_id"]), first["video_id"])
+    product = first_of(back["order_id"].map(bought.set_index("order_id")["product_id"]), first["product_id"])
     return back.assign(cents=(capped - before).astype("int64"), video_id=video, product_id=product)
 
 
