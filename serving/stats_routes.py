@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from feed import analytics
 from feed.errors import FeedError
@@ -92,7 +92,6 @@ class Measures(BaseModel):
 class Range(BaseModel):
     """The range asked for (null = unbounded), as ISO-8601 UTC times."""
 
-    model_config = ConfigDict(populate_by_name=True)
     from_: str | None = Field(alias="from")
     to: str | None
 
