@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from feed import __version__
 from feed.errors import FeedError
 from feed.store.store import EventStore
+from serving import dashboard, stats_routes
 from serving.catalog_routes import router as catalog_router
 from serving.event_routes import router as event_router
 from serving.impressions import ImpressionLogger
@@ -75,6 +76,9 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
     app.include_router(event_router)
     app.include_router(catalog_router)
     app.include_router(user_router)
+    app.include_router(stats_routes.router)
+    app.include_router(dashboard.router)
+    dashboard.mount_static(app)
     return app
 
 
