@@ -192,7 +192,7 @@ def tokens() -> None:
               help="Environment variable holding the signing secret (the service's token_secret).")
 @click.option("--dev", is_flag=True, help="Allow the development placeholder secret (tokens for local use only).")
 def create_token(creator_id: str, ttl_days: float | None, secret_env: str, dev: bool) -> None:
-    """Print a signed token for one creator on stdout (give it to them, e.g. as /creators/ID?token=...)."""
+    """Print a signed token for one creator on stdout (give it to them, e.g. as /creators/ID#token=...)."""
     from serving.auth import sign_creator_token
     from serving.settings import PLACEHOLDER_SECRET
 
