@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data/generated/default
 MODEL := models:/selfretail-feed@champion
+LOADED := .feed/default-world.loaded
 # implicit parallelizes ALS itself; a threaded BLAS underneath only oversubscribes the cores.
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
 .PHONY: demo test install install-test data train serve bench clean
 
-demo: install $(DATA)/events.parquet  ## generate the default world once, train, register, serve on :8000
+demo: install $(DATA)/events.parquet $(LOADED)  ## generate the default world once, load it into the store, train, register, serve on :8000
 	$(BIN)/feed train --data $(DATA) --out artifacts/default
 	$(BIN)/feed serve --model $(MODEL) --host 127.0.0.1 --port 8000
 
@@ -38,6 +39,11 @@ data: $(DATA)/events.parquet
 $(DATA)/events.parquet: | $(VENV)/.installed
 	$(BIN)/feed generate --out $(DATA)
 
+# The demo's event store holds the world's events, so creator stats, the ledger and the dashboard have data.
+$(LOADED): $(DATA)/events.parquet | $(VENV)/.installed
+	$(BIN)/feed db load --data $(DATA) --with-events
+	touch $@
+
 train: install data
 	$(BIN)/feed train --data $(DATA) --out artifacts/default
 
@@ -48,4 +54,4 @@ bench: install  ## print the numbers recorded in BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_foundation.py
 
 clean:  ## remove generated data, bundles and the MLflow store (keeps .venv)
-	rm -rf data/generated artifacts .mlflow
+	rm -rf data/generated artifacts .mlflow .feed

@@ -92,11 +92,30 @@ def _print_when_up(server: object, app: object, settings: object) -> None:
         _print_feed(base, user)
     click.echo(f"\nAPI docs:     {base}/docs")
     click.echo(f"Feed:         {base}/v1/users/{users[0] if users else 'USER_ID'}/feed?limit=20")
+    if (dashboard := _dashboard_url(base, app, settings)) is not None:
+        click.echo(f"Dashboard:    {dashboard}")
     click.echo(f"Serving:      {model.source} (version {model.version})")
     if settings.bundle is None:
         uri = resolve_tracking_uri(settings.tracking_uri)
         click.echo(f"MLflow store: {uri}\n              browse it: mlflow ui --backend-store-uri {uri}")
     click.echo("Press Ctrl+C to stop.")
+
+
+def _dashboard_url(base: str, app: Any, settings: ServingSettings, wait_s: float = 30.0) -> str | None:
+    """The dashboard of the creator who earned most, with a development token; None when nobody earned yet."""
+    from serving.auth import sign_creator_token
+
+    store, deadline = app.state.store, time.monotonic() + wait_s
+    while store is not None and store.ledger_backlog() and time.monotonic() < deadline:
+        time.sleep(0.5)  # the ledger worker is still catching up with a freshly loaded store
+    earned = store.ledger_entries() if store is not None else None
+    if earned is None or not (earned["role"] == "creator").any():
+        return None
+    top = str(earned[earned["role"] == "creator"].groupby("beneficiary_id")["amount"].sum().idxmax())
+    if settings.environment != "development":
+        return f"{base}/creators/{top}#token=<the output of: feed tokens create --creator {top}>"
+    token = sign_creator_token(settings.token_secret.get_secret_value(), top, 86_400)
+    return f"{base}/creators/{top}#token={token}"
 
 
 def _base_url(server: object) -> str:

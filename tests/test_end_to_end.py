@@ -36,6 +36,7 @@ def served(tmp_path_factory):
     run(["generate", "--out", "world", "--users", "1500", "--creators", "80", "--products", "300",
          "--videos", "600", "--days", "21", "--seed", "4"], work)
     run(["train", "--data", "world", "--out", "bundle", "--tracking-uri", uri], work)
+    run(["db", "load", "--data", "world", "--with-events"], work)  # as `make demo` does
     port = free_port()
     log = (work / "serve.log").open("w")
     server = subprocess.Popen(FEED + ["serve", "--tracking-uri", uri, "--port", str(port)], cwd=work,
@@ -73,6 +74,20 @@ def test_serves_the_champion_and_prints_samples(served):
         time.sleep(0.2)
     log = (work / "serve.log").read_text()
     assert f"{base}/docs" in log and "MLflow store: sqlite:///" in log and "GET /v1/users/" in log
+
+
+def test_prints_a_working_dashboard_link_for_the_top_earner(served):
+    work, base, _ = served
+    deadline = time.monotonic() + 60
+    while "Dashboard:" not in (work / "serve.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    link = next(line.split()[-1] for line in (work / "serve.log").read_text().splitlines()
+                if line.startswith("Dashboard:"))
+    path, token = link.removeprefix(base).split("#token=")
+    creator = path.removeprefix("/creators/")
+    assert httpx.get(f"{base}{path}").status_code == 200
+    stats = httpx.get(f"{base}/v1/creators/{creator}/stats", headers={"Authorization": f"Bearer {token}"}).json()
+    assert stats["totals"]["purchases"] > 0 and stats["totals"]["commission"]["total"]["accrued"] > 0
 
 
 def test_feed_matches_a_strong_taste(served):

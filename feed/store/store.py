@@ -338,6 +338,12 @@ class EventStore:
             ledger.enqueue_all(conn)
         return self.catch_up_ledger(rules, now_ms)
 
+    def ledger_backlog(self) -> int:
+        """How many queued orders and share links the ledger has not processed yet."""
+        stmt = sa.select(sa.func.count()).select_from(tables.ledger_queue)
+        with self._errors("read the ledger queue of"), self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     def ledger_entries(self, beneficiary_id: str | None = None, order_ids: list[str] | None = None,
                        since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:
         """Ledger entries (feed.attribution.ENTRY_COLUMNS) by beneficiary, orders and since <= ts < until."""
