@@ -34,6 +34,36 @@ class ALSConfig(Strict):
     iterations: int = Field(15, ge=1, le=500)
 
 
+class TwoTowerConfig(Strict):
+    """The torch two-tower model (feed.models.two_tower) and its training loop (training.two_tower)."""
+
+    dim: int = Field(64, ge=2, le=1024, description="Embedding size of users, videos, creators and products.")
+    user_id: bool = Field(True, description="A per-user id embedding next to the pooled history.")
+    normalize: bool = Field(True, description="Unit vectors: scores are cosines divided by the temperature.")
+    price_buckets: int = Field(8, ge=1, le=256, description="Quantile buckets of product prices.")
+    epochs: int = Field(40, ge=1, le=1000, description="Most epochs; early stopping usually ends sooner.")
+    patience: int = Field(3, ge=1, description="Stop after this many epochs without a better validation recall.")
+    batch_size: int = Field(1024, ge=8, description="(user, item) pairs per step: the in-batch negatives.")
+    learning_rate: float = Field(0.01, gt=0.0, description="SparseAdam on embeddings, Adam on the dense layer.")
+    temperature: float = Field(0.1, gt=0.0, description="Logits are scores / temperature.")
+    logq: float = Field(1.0, ge=0.0, le=1.0, description="Strength of the log-Q popularity correction.")
+    uniform_negatives: int = Field(0, ge=0, description="Extra uniformly sampled negatives shared by a batch.")
+    history_max: int = Field(50, ge=1, description="Expected history items pooled per training example.")
+    history_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Share of history items dropped per example.")
+    exclude_target: float = Field(1.0, ge=0.0, le=1.0,
+                                  description="Probability that an example's target is left out of its history.")
+    user_id_dropout: float = Field(0.2, ge=0.0, le=1.0,
+                                   description="Share of examples trained without the user id (the cold path).")
+    weight_power: float = Field(0.5, ge=0.0, le=2.0,
+                                description="An example counts (summed event weight) ** this in the loss.")
+    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0,
+                                  description="Share of each user's items held out for early stopping.")
+    valid_users: int = Field(3000, ge=10, description="Most users scored per validation (a seeded sample).")
+    refit: bool = Field(True, description="After early stopping, retrain on every item for the best epoch count.")
+    blend_weights: tuple[float, ...] = Field((0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0),
+                                             description="Two-tower weights tried by the ALS+two-tower blend.")
+
+
 class IndexConfig(Strict):
     """FAISS index per relation, as a factory string plus search-time parameters."""
 
@@ -143,6 +173,7 @@ class TrainConfig(Strict):
     relations: tuple[str, ...] = RELATIONS
     refit_full: bool = True
     als: ALSConfig = ALSConfig()
+    two_tower: TwoTowerConfig = TwoTowerConfig()
     index: IndexConfig = IndexConfig()
     split: SplitConfig = SplitConfig()
     eval: EvalConfig = EvalConfig()
