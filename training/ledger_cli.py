@@ -16,6 +16,12 @@ EXPORT_COLUMNS = ("entry_id", "order_id", "beneficiary_id", "role", "kind", "amo
 DEFAULTS = LedgerRules()
 
 
+def _env(name: str) -> list[str]:
+    """The server's variable first (FEED_SERVE_LEDGER_*, what its worker uses), so a rebuild in the server's
+    environment applies the same rule instead of appending "corrections" to it; FEED_LEDGER_* still works."""
+    return [f"FEED_SERVE_LEDGER_{name}", f"FEED_LEDGER_{name}"]
+
+
 @click.group()
 def ledger() -> None:
     """The commission ledger: creators and direct sharers paid for the purchases they brought."""
@@ -24,12 +30,12 @@ def ledger() -> None:
 @ledger.command()
 @click.option("--store", "store_url", envvar="FEED_SERVE_STORE_URL", required=True, help=STORE_HELP)
 @click.option("--window-days", type=click.FloatRange(0), default=DEFAULTS.window_days, show_default=True,
-              envvar="FEED_LEDGER_WINDOW_DAYS", help="A share link earns for purchases this long after it was made.")
+              envvar=_env("WINDOW_DAYS"), help="A share link earns for purchases this long after it was made.")
 @click.option("--sharer-rate", type=click.FloatRange(0, 1), default=DEFAULTS.sharer_rate, show_default=True,
-              envvar="FEED_LEDGER_SHARER_RATE", help="The direct sharer's commission, a fraction of the amount.")
+              envvar=_env("SHARER_RATE"), help="The direct sharer's commission, a fraction of the amount.")
 @click.option("--settlement-days", type=click.FloatRange(0), default=DEFAULTS.settlement_days, show_default=True,
-              envvar="FEED_LEDGER_SETTLEMENT_DAYS", help="Accruals settle this long after the purchase.")
-@click.option("--currency", default=DEFAULTS.currency, show_default=True, envvar="FEED_LEDGER_CURRENCY")
+              envvar=_env("SETTLEMENT_DAYS"), help="Accruals settle this long after the purchase.")
+@click.option("--currency", default=DEFAULTS.currency, show_default=True, envvar=_env("CURRENCY"))
 @click.option("--as-of", help="Settle as of this ISO date/time (UTC) instead of now.")
 def rebuild(store_url: str, window_days: float, sharer_rate: float, settlement_days: float, currency: str,
             as_of: str | None) -> None:

@@ -80,3 +80,17 @@ def test_usage_errors_and_store_errors(world_store, tmp_path):
     missing = feed("ledger", "export", "--store", f"sqlite:///{tmp_path / 'none.db'}", "--out", "-")
     assert missing.returncode == 1 and "feed db upgrade" in missing.stderr
     assert feed("ledger", "export", "--out", "-").returncode == 2  # no store given
+
+
+def test_rebuild_reads_the_rules_the_server_is_configured_with(world_store):
+    """The server reads FEED_SERVE_LEDGER_*; a rebuild in the same environment must not undo its ledger."""
+    served = LedgerRules(window_days=3.0, sharer_rate=0.05, settlement_days=2.0)
+    store = EventStore(world_store)
+    store.catch_up_ledger(served, now_ms=1_900_000_000_000)
+    store.close()
+    env = {"FEED_SERVE_LEDGER_WINDOW_DAYS": "3", "FEED_SERVE_LEDGER_SHARER_RATE": "0.05",
+           "FEED_SERVE_LEDGER_SETTLEMENT_DAYS": "2", "FEED_SERVE_LEDGER_CURRENCY": "USD"}
+    result = CliRunner().invoke(ledger, ["rebuild", "--store", world_store, "--as-of", "2030-03-17T17:46:40Z"],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    assert "appended 0 entries" in result.output
