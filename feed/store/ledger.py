@@ -78,7 +78,8 @@ def record_rates(conn: sa.Connection, products: pd.DataFrame, now_ms: int) -> No
     """
     if "commission_rate" not in products.columns:
         return
-    given = products[products["commission_rate"].notna()]
+    latest_rows = products.drop_duplicates("product_id", keep="last")  # the row the upsert stored
+    given = latest_rows[latest_rows["commission_rate"].notna()]
     if given.empty:
         return
     latest = _latest_rates(conn, given["product_id"].astype(str).tolist())

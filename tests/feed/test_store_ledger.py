@@ -285,3 +285,15 @@ def test_upgrading_a_0002_store_seeds_the_rates_and_queues_every_stored_purchase
     expected = expected_ledger(world_events, small_world.dataset.videos, small_world.dataset.products, RULES, now)
     assert ledger_sums(old) == expected
     old.close()
+
+
+def test_a_catalog_frame_that_repeats_a_product_is_upserted_with_one_rate_version(tmp_path):
+    store = EventStore(f"sqlite:///{tmp_path / 'd.db'}")
+    store.upgrade()
+    store.upsert_products(pd.DataFrame({"product_id": ["p", "p"], "commission_rate": [0.10, 0.20]}))
+    assert store.count("commission_rates") == 1
+    store.upsert_videos(pd.DataFrame({"video_id": ["v"], "creator_id": ["c"], "product_id": ["p"]}))
+    store.insert_events(_purchase("o1", pd.Timestamp("2026-03-01", tz="UTC"), 50.0))
+    store.catch_up_ledger(RULES, now_ms=0)
+    assert store.ledger_entries()["amount"].tolist() == [10.0]  # the frame's last row wins, as in products
+    store.close()
