@@ -27,6 +27,7 @@ class TwoTowerNet(nn.Module):
         self.history = nn.Linear(dim, dim, bias=False)  # pooled history -> user space
         nn.init.normal_(self.features.weight, std=0.1)
         nn.init.normal_(self.users.weight, std=0.1 if user_id else 0.0)
+        self.users.weight.requires_grad_(user_id)  # unused without ids: DDP must not wait for its gradient
         with torch.no_grad():
             self.history.weight.copy_(torch.eye(dim))
         self.register_buffer("item_bags", item_bags)  # (n_items, n_fields) feature rows, -1 = absent
