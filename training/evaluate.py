@@ -29,7 +29,7 @@ from feed.schema import Dataset
 from feed.splits import Split, parse_split, split_given
 from training.config import TrainConfig
 
-MODELS = ("popularity", "implicit-als", "als", "own-cart")
+MODELS = ("popularity", "implicit-als", "als", "own-cart", "two-tower", "blend")
 DEFAULT_MODELS = ("popularity", "implicit-als", "als")
 
 
@@ -122,8 +122,10 @@ def run_evaluation(split: Split, catalog: Catalog, config: TrainConfig, models: 
         mask = sp.csr_matrix((mask + _binary(split.valid, train, relation)) > 0, dtype=np.float32)
     targets = _targets(split.test, train, relation, config, mask)
     matrix = train.matrices[relation]
-    results = {name: _score_model(_model(name, config, split.train, train, relation), matrix, mask, targets,
-                                  config.eval.ks, cold_threshold, progress) for name in models}
+    results, fitted = {}, {}
+    for name in models:  # in order: a blend after "two-tower" reuses that fitted two-tower model
+        fitted[name] = _model(name, config, split.train, train, relation, fitted)
+        results[name] = _score_model(fitted[name], matrix, mask, targets, config.eval.ks, cold_threshold, progress)
     n_users = len(_eval_users(matrix, targets["all"]))
     return EvalReport(split.description, relation, n_users, results,
                       {"mask_events": list(mask_events), "cold_threshold": cold_threshold, "ks": config.eval.ks})
@@ -158,7 +160,7 @@ def _targets(test_events: pd.DataFrame, train: Interactions, relation: str, conf
 
 
 def _model(name: str, config: TrainConfig, train_events: pd.DataFrame, train: Interactions,
-           relation: str) -> Recommender:
+           relation: str, fitted: dict[str, Recommender] | None = None) -> Recommender:
     """An unfitted model or baseline by name."""
     params = config.als.model_dump()
     if name == "popularity":
@@ -169,7 +171,29 @@ def _model(name: str, config: TrainConfig, train_events: pd.DataFrame, train: In
         return ALSRecommender(**params, random_state=config.seed, num_threads=config.threads)
     if name == "own-cart":
         return OwnItemsFirst(_binary(train_events[train_events["event"] == "cart"], train, relation))
+    if name in ("two-tower", "blend"):
+        return _two_tower(name, config, train, relation, (fitted or {}).get("two-tower"))
     raise ConfigError(f"unknown model {name!r}; expected some of {list(MODELS)}")
+
+
+def _two_tower(name: str, config: TrainConfig, train: Interactions, relation: str,
+               fitted_tower: Recommender | None) -> Recommender:
+    """The two-tower model (video features from the catalog when there is one), or its blend with ALS.
+
+    The blend reuses a two-tower model fitted earlier in the same run (same data and config) instead of
+    training a second one; its fit_seconds then count ALS and the weight choice only.
+    """
+    from feed.models.two_tower import ItemFeatures, TwoTowerRecommender
+    from training.blend import BlendRecommender
+    from training.two_tower import two_tower_model
+
+    features = ItemFeatures.from_catalog(train.catalog, config.two_tower.price_buckets) if relation == "video" else None
+    if name == "two-tower":
+        return two_tower_model(config, features)
+    als = ALSRecommender(**config.als.model_dump(), random_state=config.seed, num_threads=config.threads)
+    if isinstance(fitted_tower, TwoTowerRecommender):
+        return BlendRecommender(als, fitted_tower, config.two_tower.blend_weights, tower_fitted=True)
+    return BlendRecommender(als, two_tower_model(config, features), config.two_tower.blend_weights)
 
 
 def _eval_users(matrix: sp.csr_matrix, test: sp.csr_matrix) -> np.ndarray:
@@ -187,6 +211,7 @@ def _score_model(model: Recommender, matrix: sp.csr_matrix, mask: sp.csr_matrix,
     users = np.flatnonzero(np.diff(matrix.indptr) > 0)  # every user with history: lists computed once
     lists = recommend_lists(model, mask, users, max(ks))  # (n_users_with_history, max K)
     result = {"fit_seconds": fitted - start, "recommend_seconds": perf_counter() - fitted}
+    result.update(model.report() if hasattr(model, "report") else {})  # e.g. the blend's validation choice
     history = np.diff(matrix.indptr)[users]
     for target, test in targets.items():
         for segment, chosen in (("", history >= 0), ("cold.", history < cold_threshold),
