@@ -70,6 +70,28 @@ def enqueue_all(conn: sa.Connection) -> int:
     return int(done.rowcount or 0)
 
 
+def enqueue_videos(conn: sa.Connection, video_ids: list[str]) -> None:
+    """Queue the orders bought through these videos (their creator or product changed: so may who earns)."""
+    ev = tables.events
+    for chunk in _chunks(sorted(set(video_ids))):
+        _enqueue_purchases(conn, ev.c.video_id.in_(chunk))
+
+
+def enqueue_products(conn: sa.Connection, product_ids: list[str]) -> None:
+    """Queue the orders of these products (bought as the event's product, or through a video selling one)."""
+    ev, v = tables.events, tables.videos
+    for chunk in _chunks(sorted(set(product_ids))):
+        selling = sa.select(v.c.video_id).where(v.c.product_id.in_(chunk))
+        _enqueue_purchases(conn, sa.or_(ev.c.product_id.in_(chunk), ev.c.video_id.in_(selling)))
+
+
+def _enqueue_purchases(conn: sa.Connection, where: sa.ColumnElement[bool]) -> None:
+    """Queue the distinct orders of the purchase events matching `where`."""
+    ev = tables.events
+    orders = sa.select(ev.c.order_id).distinct().where(where, ev.c.event == "purchase", ev.c.order_id.is_not(None))
+    conn.execute(tables.ledger_queue.insert().from_select(["order_id"], orders))
+
+
 def record_rates(conn: sa.Connection, products: pd.DataFrame, now_ms: int) -> None:
     """Append a rate version for each product whose commission_rate differs from its latest one.
 
@@ -88,6 +110,8 @@ def record_rates(conn: sa.Connection, products: pd.DataFrame, now_ms: int) -> No
             if latest.get(p) != float(r)]
     if rows:
         conn.execute(tables.commission_rates.insert(), rows)
+        # a first version also covers the purchases stored before it: queue them, as a rebuild would see them
+        enqueue_products(conn, [r["product_id"] for r in rows if r["valid_from"] == 0])
 
 
 def process(conn: sa.Connection, rules: LedgerRules, now_ms: int, limit: int, postgres: bool) -> LedgerRun:

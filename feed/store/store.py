@@ -167,16 +167,19 @@ class EventStore:
         Like every upsert: an existing row changes only in the columns the frame has (a frame of video_id and
         title renames videos and keeps the rest); a new row gets NULL for the columns the frame lacks.
         """
-        return self._upsert(tables.videos, "videos", videos, ["video_id"])
+        attribution = {"creator_id", "product_id"} & set(videos.columns)
+        return self._upsert(tables.videos, "videos", videos, ["video_id"],  # who earns from their purchases
+                            then=(lambda conn, changed: ledger.enqueue_videos(conn, changed)) if attribution else None)
 
     def upsert_products(self, products: pd.DataFrame, now_ms: int | None = None) -> int:
         """Insert or update products by product_id; returns how many rows were new or changed.
 
         A changed commission_rate becomes a new rate version valid from `now_ms` (default: now), so it applies
-        to later purchases only; a new product's first rate is valid for all its purchases."""
+        to later purchases only; a new product's first rate is valid for all its purchases (already stored ones
+        are queued for the ledger)."""
         now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
         return self._upsert(tables.products, "products", products, ["product_id"],
-                            then=lambda conn: ledger.record_rates(conn, products, now_ms))
+                            then=lambda conn, _: ledger.record_rates(conn, products, now_ms))
 
     def upsert_follows(self, follows: pd.DataFrame) -> int:
         """Insert, update or restore follows by (user_id, creator_id); returns how many were new or changed."""
@@ -362,10 +365,10 @@ class EventStore:
     # --- internals ----------------------------------------------------------------------------------------
 
     def _upsert(self, t: sa.Table, name: str, frame: pd.DataFrame, key: list[str],
-                then: Callable[[sa.Connection], None] | None = None, **constant: object) -> int:
+                then: Callable[[sa.Connection, list[str]], None] | None = None, **constant: object) -> int:
         """Insert-or-update the rows whose content changed, stamping them with one new catalog_seq.
 
-        `then` runs in the same transaction, after the upsert."""
+        `then` runs in the same transaction, after the upsert, with the first key column of the changed rows."""
         names, rows = to_rows(frame.drop_duplicates(subset=key, keep="last"), name, **constant)
         if not rows:
             return 0
@@ -378,10 +381,10 @@ class EventStore:
         with self._errors(f"upsert {name} into"), self._transaction(write=True) as conn:
             stamp = _next_catalog_seq(conn)
             params = [dict(zip(names, row, strict=True), catalog_seq=stamp) for row in rows]
-            changed_rows = len(conn.execute(stmt.returning(t.c[key[0]]), params).all())
+            changed = [str(row[0]) for row in conn.execute(stmt.returning(t.c[key[0]]), params).all()]
             if then is not None:
-                then(conn)
-            return changed_rows
+                then(conn, changed)
+            return len(changed)
 
     def _tombstone(self, t: sa.Table, action: str, user_id: str, creator_id: str) -> bool:
         """Mark a live (user_id, creator_id) row of follows or blocks deleted; False when there was none."""

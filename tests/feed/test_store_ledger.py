@@ -287,6 +287,26 @@ def test_upgrading_a_0002_store_seeds_the_rates_and_queues_every_stored_purchase
     old.close()
 
 
+def test_purchases_stored_before_their_catalog_rows_are_credited_once_the_catalog_arrives(tmp_path):
+    """Events may arrive before the catalog: the creator is paid without waiting for a manual rebuild."""
+    store = EventStore(f"sqlite:///{tmp_path / 'c.db'}")
+    store.upgrade()
+    t0 = pd.Timestamp("2026-03-01", tz="UTC")
+    store.insert_events(_purchase("o1", t0, 50.0))
+    store.insert_events(_purchase("o2", t0, 20.0).assign(video_id="v2", event_id="e-o2b"))
+    now = int(t0.value // 1_000_000)
+    store.catch_up_ledger(RULES, now_ms=now)
+    assert store.ledger_entries().empty  # nobody known to pay yet
+    store.upsert_videos(pd.DataFrame({"video_id": ["v", "v2"], "creator_id": ["c", "c2"], "product_id": ["p", "q"]}))
+    store.catch_up_ledger(RULES, now_ms=now)
+    store.upsert_products(pd.DataFrame({"product_id": ["p", "q"], "commission_rate": [0.10, 0.05]}))
+    store.catch_up_ledger(RULES, now_ms=now)
+    accrued = store.ledger_entries().set_index("order_id")["amount"].to_dict()
+    assert accrued == {"o1": 5.0, "o2": 1.0}
+    assert store.rebuild_ledger(RULES, now_ms=now).entries == 0  # what a full rebuild gives
+    store.close()
+
+
 def test_a_catalog_frame_that_repeats_a_product_is_upserted_with_one_rate_version(tmp_path):
     store = EventStore(f"sqlite:///{tmp_path / 'd.db'}")
     store.upgrade()
