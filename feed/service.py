@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 import zlib
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from feed.stats import Stats
 Ranking = Literal["ranker", "retrieval", "popular"]
 LAST_READS = 100_000  # per-user store reads remembered for outages
 MAX_EXTRA = 5_000  # how far global sources (popular, trending, fresh) widen to make up for filtered videos
+STAGES = ("candidates", "ranking", "page")  # the timed parts of a feed request
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class Feed:
     seed: int = 0
     next_cursor: str | None = None
     ranking: str = "retrieval"
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (candidates, ranking, page)
+    sources: dict[str, int] = field(default_factory=dict)  # candidates per (best-contributing) source
 
 
 @dataclass(frozen=True)
@@ -166,22 +170,33 @@ class FeedService:
     # ---- the request path -------------------------------------------------------------------------------
 
     def feed(self, user_id: str, limit: int = 20, exclude: tuple[str, ...] = (), cursor: Cursor | None = None,
-             seed: int | None = None, now_ms: float | None = None) -> Feed:
+             seed: int | None = None, now_ms: float | None = None, request_id: str | None = None) -> Feed:
         """One page of the user's feed; pass the returned `next_cursor` back for the next page."""
         cursor = cursor or Cursor.first(seed if seed is not None else int(np.random.default_rng().integers(2**31)))
+        clock = [time.perf_counter()]
         state = self._live_state(user_id)
         user = self._user_view(user_id, state)
         blocked = self._blocked(user_id, state, exclude)
         cands = self._candidates(user, blocked, cursor, limit)
         rng = np.random.default_rng([zlib.crc32(user_id.encode()), cursor.seed, cursor.page])
         cands = self._with_new_creator(cands, blocked, cursor, rng)
+        clock.append(time.perf_counter())
         relevance, probs = self._relevance(user, cands, now_ms)
+        clock.append(time.perf_counter())
         chosen = self._assemble(cands, relevance, limit)
         items = [self._item(cands, i, relevance, probs) for i in chosen]
         shown = self.hashes[cands.videos[chosen]]
         following = cursor.next(cursor.seed, shown, self.config.max_depth) if len(chosen) == limit else None
-        return Feed(uuid.uuid4().hex, user_id, items, self.model_version, cold_start=not user.vectors,
-                    seed=cursor.seed, next_cursor=following.encode() if following else None, ranking=self.ranking)
+        clock.append(time.perf_counter())
+        return Feed(request_id or uuid.uuid4().hex, user_id, items, self.model_version, cold_start=not user.vectors,
+                    seed=cursor.seed, next_cursor=following.encode() if following else None, ranking=self.ranking,
+                    timings=dict(zip(STAGES, np.diff(clock).tolist(), strict=True)),
+                    sources=self._source_counts(cands))
+
+    def _source_counts(self, cands: Candidates) -> dict[str, int]:
+        """How many candidates each source contributed most to."""
+        counts = np.bincount(cands.source, minlength=len(SOURCES))
+        return {name: int(n) for name, n in zip(SOURCES, counts, strict=False) if n}
 
     def candidates(self, user_id: str, n: int = 50) -> dict[str, list[str]]:
         """Each source's ranked candidate video ids for a user, before fusion and filters (for inspection)."""

@@ -22,6 +22,7 @@ from serving.impressions import ImpressionLogger
 from serving.ledger_worker import keep_ledger
 from serving.threads import search_threads
 from serving.metrics import Counters
+from serving.observability import ObserveRequests, Telemetry
 from serving.model_source import LoadedModel, load_model
 from serving.reloader import ModelHolder
 from serving.routes import router
@@ -71,7 +72,8 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
                   description="Personalized feeds of creator videos linked to products.")
     app.state.settings = settings
     app.state.holder = app.state.store = app.state.impressions = None
-    app.state.counters = Counters()
+    app.state.counters, app.state.telemetry = Counters(), Telemetry()
+    app.add_middleware(ObserveRequests, telemetry=app.state.telemetry)
     app.include_router(router)
     app.include_router(event_router)
     app.include_router(catalog_router)

@@ -50,24 +50,30 @@ def load_settings(**given: Any) -> ServingSettings:
               "$FEED_SERVE_STORE_URL]; '' disables ingestion and real-time.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
+              help="Log lines as JSON objects or text; auto = JSON in production [default: auto, or "
+              "$FEED_SERVE_LOG_FORMAT].")
 def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, host: str, port: int,
-          sample: bool, reload_interval: float | None, store_url: str | None, log_level: str) -> None:
+          sample: bool, reload_interval: float | None, store_url: str | None, log_level: str,
+          log_format: str | None) -> None:
     """Serve personalized feeds over HTTP (FastAPI + uvicorn) until interrupted."""
     import uvicorn
 
     from serving.app import create_app, open_store
     from serving.auth import warn_if_open
     from serving.model_source import load_model
+    from serving.observability import configure_logging
 
     if model_uri and bundle:
         raise click.UsageError("give --model or --bundle, not both")
     settings = load_settings(bundle=bundle, model_uri=model_uri, tracking_uri=tracking_uri,
-                             reload_interval_s=reload_interval, store_url=store_url)
+                             reload_interval_s=reload_interval, store_url=store_url, log_format=log_format)
+    log_config = configure_logging(log_level, settings.resolved_log_format)
     warn_if_open(settings)
     store = open_store(settings)  # migrate, then load: fail before binding the port, naming the file or URL
     model = load_model(settings, store)
     app = create_app(settings, model, store)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=log_config))
     if sample:
         threading.Thread(target=_print_when_up, args=(server, app, settings), daemon=True).start()
     try:

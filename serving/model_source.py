@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,20 @@ class LoadedModel:
     service: FeedService
     version: str
     source: str
+    load_seconds: float = 0.0  # how long loading took (bundle, indexes, catalog overlay)
+    loaded_at: float = 0.0  # epoch seconds
 
 
 def load_model(settings: ServingSettings, store: EventStore | None = None) -> LoadedModel:
     """Load and check the configured bundle; errors name the file or the registry entry."""
+    start = time.perf_counter()
     if settings.bundle is not None:
         bundle = load_bundle(settings.bundle)
-        return _loaded(bundle, bundle.bundle_id, str(settings.bundle), settings, store)
-    folder, version = fetch_registered(settings.source, settings.tracking_uri, settings.cache_dir)
-    return _loaded(load_bundle(folder), version, settings.source, settings, store)
+        model = _loaded(bundle, bundle.bundle_id, str(settings.bundle), settings, store)
+    else:
+        folder, version = fetch_registered(settings.source, settings.tracking_uri, settings.cache_dir)
+        model = _loaded(load_bundle(folder), version, settings.source, settings, store)
+    return replace(model, load_seconds=time.perf_counter() - start, loaded_at=time.time())
 
 
 def target_version(settings: ServingSettings) -> str:

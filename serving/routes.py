@@ -14,6 +14,7 @@ from feed.service import Feed
 from serving.auth import AppDep
 from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
 from serving.metrics import render
+from serving.observability import REQUEST_ID
 from serving.schemas import FeedOut, Health, Ready, ReloadOut
 from serving.threads import search_threads
 
@@ -70,11 +71,12 @@ async def user_feed(
         parsed = Cursor.decode(cursor) if cursor is not None else None
     except CursorError as exc:
         raise HTTPException(400, detail=f"cursor: {exc}") from exc
-    threads = request.app.state.settings.faiss_threads
+    threads, request_id = request.app.state.settings.faiss_threads, REQUEST_ID.get()
 
     def build() -> Feed:
         search_threads(threads)  # OpenMP settings are per thread: a worker thread starts with all cores
-        return model.service.feed(user_id, limit, tuple(exclude), parsed, seed, now_ms=time.time() * 1000)
+        return model.service.feed(user_id, limit, tuple(exclude), parsed, seed, now_ms=time.time() * 1000,
+                                  request_id=request_id)
 
     # a few threads at most: feeds are CPU-bound numpy work, and many threads only fight over the GIL
     feed = await anyio.to_thread.run_sync(build, limiter=request.app.state.feed_limiter)
@@ -82,6 +84,7 @@ async def user_feed(
     if impressions is not None:
         impressions.offer(feed)
     counters.add(feeds_served=1)
+    request.app.state.telemetry.record_feed(feed.timings, feed.sources)
     response.headers["X-Model-Version"] = model.version
     return FeedOut.from_feed(feed)
 
@@ -94,6 +97,8 @@ def metrics(holder: HolderDep, counters: CountersDep, request: Request) -> str:
     live = holder.current.service.live
     gauges = {"live_cache_hits": live.hits if live else 0, "live_cache_misses": live.misses if live else 0,
               "feeds_without_realtime": holder.current.service.degraded,
-              "catalog_videos": len(holder.current.service.catalog.videos), "catalog_seq": holder.catalog_seq}
+              "catalog_videos": len(holder.current.service.catalog.videos), "catalog_seq": holder.catalog_seq,
+              "model_load_seconds": round(holder.current.load_seconds, 3),
+              "model_loaded_at_seconds": round(holder.current.loaded_at, 3)}
     return render({**counters.values(), **{f"impression_{k}": v for k, v in logged.items()}}, gauges,
-                  {"version": holder.current.version})
+                  {"version": holder.current.version}) + request.app.state.telemetry.render()

@@ -63,6 +63,8 @@ class ServingSettings(BaseSettings):
     live_cache_size: int = Field(100_000, ge=0)
     impression_queue: int = Field(10_000, ge=1, description="Pages waiting to be logged before new ones are dropped.")
     max_body_bytes: int = Field(4_000_000, ge=1024)
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto", description="Log lines as JSON objects (with request_id) or text; auto = JSON in production.")
     ledger_interval_s: float = Field(1.0, ge=0, description="How often to append the ledger entries of newly "
                                      "stored purchases, refunds and shares, and due settlements; 0 = never.")
     ledger_window_days: float = Field(7.0, ge=0, description="A share link earns for purchases this long after.")
@@ -106,6 +108,13 @@ class ServingSettings(BaseSettings):
             path.parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{path}"
         return url
+
+    @property
+    def resolved_log_format(self) -> str:
+        """The log format to use: "json" or "text"."""
+        if self.log_format == "auto":
+            return "json" if self.environment == "production" else "text"
+        return self.log_format
 
     def ledger_rules(self) -> LedgerRules:
         """The ledger's attribution and settlement rule."""

@@ -39,7 +39,8 @@ def served(tmp_path_factory):
     run(["db", "load", "--data", "world", "--with-events"], work)  # as `make demo` does
     port = free_port()
     log = (work / "serve.log").open("w")
-    server = subprocess.Popen(FEED + ["serve", "--tracking-uri", uri, "--port", str(port)], cwd=work,
+    server = subprocess.Popen(FEED + ["serve", "--tracking-uri", uri, "--port", str(port), "--log-format", "json"],
+                              cwd=work,
                               stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -120,3 +121,18 @@ def test_unknown_user_and_bad_limit_over_http(served):
     _, base, _ = served
     assert httpx.get(f"{base}/v1/users/nobody-at-all/feed").json()["cold_start"] is True
     assert httpx.get(f"{base}/v1/users/u1/feed", params={"limit": 0}).status_code == 422
+
+
+def test_json_logs_carry_the_request_id_of_each_request(served):
+    work, base, _ = served
+    response = httpx.get(f"{base}/v1/users/nobody-at-all/feed", params={"limit": 3})
+    request_id = response.headers["x-request-id"]
+    assert response.json()["request_id"] == request_id  # the feed's id is the request's id
+    deadline = time.monotonic() + 10
+    while request_id not in (work / "serve.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    entries = [json.loads(line) for line in (work / "serve.log").read_text().splitlines() if line.startswith("{")]
+    assert entries and all({"ts", "level", "logger", "message", "request_id"} <= set(e) for e in entries)
+    access = [e for e in entries if e["request_id"] == request_id]
+    assert access and access[-1]["route"] == "/v1/users/{user_id}/feed" and access[-1]["status"] == 200
+    assert any(e["logger"].startswith("uvicorn") for e in entries)  # uvicorn's own lines are JSON too
