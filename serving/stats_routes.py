@@ -283,7 +283,7 @@ def read_creator_stats(store: EventStore, creator_id: str, since: pd.Timestamp |
     if videos.empty and entries.empty and store.ledger_entries(beneficiary_id=creator_id).empty:
         return None
     ids = videos["video_id"].astype(str).tolist()
-    events, served = store.video_events(ids, since, until), store.video_impressions(ids, since, until)
+    events, served = range_events(store, ids, since, until), store.video_impressions(ids, since, until)
     return analytics.creator_stats(videos, None, events, served, entries, since, until, creator_id=creator_id)
 
 
@@ -295,6 +295,21 @@ def read_merchant_stats(store: EventStore, merchant_id: str, since: pd.Timestamp
         return None
     videos = store.videos_of(product_ids=products["product_id"].astype(str).tolist())
     ids = videos["video_id"].astype(str).tolist()
-    events, served = store.video_events(ids, since, until), store.video_impressions(ids, since, until)
+    events, served = range_events(store, ids, since, until), store.video_impressions(ids, since, until)
     entries = store.ledger_entries(since=since, until=until)  # the store cannot filter by product yet
     return analytics.merchant_stats(products, videos, events, served, entries, since, until, merchant_id=merchant_id)
+
+
+def range_events(store: EventStore, video_ids: list[str], since: pd.Timestamp | None,
+                 until: pd.Timestamp | None) -> pd.DataFrame:
+    """The videos' events of the range, plus the earlier purchases and refunds of the orders refunded in it.
+
+    feed.analytics needs an order's purchase (and earlier refunds) to know what a refund takes back: a refund
+    without an amount refunds the whole order, and refunds never exceed what is left of it.
+    """
+    events = store.video_events(video_ids, since, until)
+    refunded = events.loc[events["event"] == "refund", "order_id"].dropna().unique().tolist()
+    if since is None or not refunded:
+        return events
+    earlier = store.order_events([str(o) for o in refunded], until=since)
+    return pd.concat([earlier, events], ignore_index=True) if len(earlier) else events

@@ -305,6 +305,16 @@ class EventStore:
         stmt = _ts_range(_select_events().where(tables.events.c.video_id.in_(video_ids)), since, until)
         return self._read_events(stmt)
 
+    def order_events(self, order_ids: list[str], until: pd.Timestamp | None = None) -> pd.DataFrame:
+        """The purchase and refund events of these orders with ts < until, canonical, in (ts, seq) order."""
+        ev, ids = tables.events, sorted(set(order_ids))
+        frames = [self._read_events(_ts_range(_select_events().where(
+            ev.c.order_id.in_(ids[start:start + ledger.CHUNK]), ev.c.event.in_(("purchase", "refund"))), None, until))
+            for start in range(0, len(ids), ledger.CHUNK)]
+        if not frames:
+            return from_rows("events", [])
+        return pd.concat(frames, ignore_index=True).sort_values("ts", kind="stable", ignore_index=True)
+
     def video_impressions(self, video_ids: list[str], since: pd.Timestamp | None = None,
                           until: pd.Timestamp | None = None) -> pd.DataFrame:
         """Served-feed impressions of these videos: request_id, user_id, video_id, source, ts (UTC times)."""

@@ -126,6 +126,33 @@ def test_a_range_is_from_inclusive_to_exclusive(api, world):
     assert offset["range"]["from"] == "2026-01-05T00:00:00+00:00"
 
 
+def test_a_range_counts_refunds_of_orders_bought_before_it(small_bundle_dir, tmp_path):
+    """A refund in the range of an order bought earlier takes back what it refunded: the whole order when it has
+    no amount, and never more than the order's amount left after earlier refunds."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = EventStore(url)
+    store.upgrade()
+    store.upsert_products(pd.DataFrame({"product_id": ["p"], "merchant_id": ["m1"], "commission_rate": [0.1]}))
+    store.upsert_videos(pd.DataFrame({"video_id": ["v"], "creator_id": ["c1"], "product_id": ["p"],
+                                      "duration_ms": [1000]}))
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = [("b1", "o1", "purchase", 0, 50.0), ("r1", "o1", "refund", 9, None),  # bought before, blank refund
+            ("b2", "o2", "purchase", 0, 50.0), ("r2", "o2", "refund", 1, 40.0), ("r3", "o2", "refund", 9, 40.0)]
+    store.insert_events(pd.DataFrame({
+        "event_id": [r[0] for r in rows], "ts": pd.Series([day + pd.Timedelta(days=r[3]) for r in rows]),
+        "user_id": "u", "video_id": "v", "event": [r[2] for r in rows], "order_id": [r[1] for r in rows],
+        "amount": [r[4] for r in rows]}))
+    store.catch_up_ledger(LedgerRules(), now_ms=NOW_MS)
+    store.close()
+    settings = ServingSettings(bundle=small_bundle_dir, store_url=url, reload_interval_s=0, catalog_refresh_s=0,
+                               admin_token="admin-secret", merchant_tokens={"m1": "merchant-secret"})
+    with TestClient(stats_app(settings)) as client:
+        for path in ("/v1/creators/c1/stats", "/v1/merchants/m1/stats"):
+            totals = get(client, path, **{"from": "2026-01-05", "to": "2026-01-20"})["totals"]
+            assert (totals["purchases"], totals["refunds"]) == (0, 2), path
+            assert (totals["refunded"], totals["gmv"]) == (60.0, -60.0), path  # 50 + the 10 left of o2
+
+
 def test_merchant_stats_equal_analytics_on_the_same_frames(api, world):
     body = get(api, f"/v1/merchants/{world.merchant}/stats", headers={"Authorization": "Bearer merchant-secret"})
     products = world.products[world.products["merchant_id"] == world.merchant]
