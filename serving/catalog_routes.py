@@ -78,7 +78,7 @@ async def put_video(video_id: ItemId, body: VideoIn, writer: WriterDep, store: S
     An update without `published_at` keeps the original publication time (an edit is not new content)."""
     stored = await _read(store.video_row, video_id)
     if writer.merchant_id is not None:
-        await _check_video(writer.merchant_id, video_id, body.product_id, stored, store, holder)
+        await _check_video(writer.merchant_id, video_id, body, stored, store, holder)
     published = body.published_at or (stored or {}).get("published_at") or _model_published(holder, video_id)
     await _write(store.upsert_videos, video_frame(video_id, body, published or int(time.time() * 1000)))
     await _refresh(holder)
@@ -93,10 +93,14 @@ async def _check_product(merchant: str, product_id: str, claimed: str, store: Ev
         raise HTTPException(403, detail=f"merchant {merchant} may only write its own products")
 
 
-async def _check_video(merchant: str, video_id: str, product_id: str | None, stored: dict | None,
+async def _check_video(merchant: str, video_id: str, body: VideoIn, stored: dict | None,
                        store: EventStore, holder: object) -> None:
-    """403 unless the video sells one of the merchant's products and, if it exists, already did."""
+    """403 unless the video sells one of the merchant's products and, if it exists, already did and keeps its
+    creator (who made a video decides who earns from its purchases: not the merchant's to change)."""
+    product_id = body.product_id
     sells_own = product_id is not None and await _read(store.product_owner, product_id) == (True, merchant)
+    if stored is not None and stored.get("creator_id") != body.creator_id:
+        raise HTTPException(403, detail=f"merchant {merchant} may not change the creator of a video")
     if stored is not None:
         previous = stored.get("product_id")
         sells_own &= previous is not None and await _read(store.product_owner, previous) == (True, merchant)

@@ -406,3 +406,15 @@ def test_tokens_create_with_click(monkeypatch):
     refused_ = runner.invoke(tokens, ["create", "--creator", OWNER])
     assert refused_.exit_code == 1 and "token_secret" in refused_.stderr and refused_.stdout == ""
     assert PLACEHOLDER_SECRET not in refused_.stderr
+
+
+def test_a_merchant_cannot_take_over_a_creators_video(client):
+    """A merchant may edit the videos selling its products, but not change who made them (and so who earns)."""
+    product = {"merchant_id": "m1", "commission_rate": 0.2}
+    assert client.put("/v1/products/p-sec", json=product, headers=bearer(ADMIN_TOKEN)).status_code == 200
+    video = {"creator_id": OWNER, "product_id": "p-sec", "title": "made by the owner"}
+    assert client.put("/v1/videos/v-sec", json=video, headers=bearer(ADMIN_TOKEN)).status_code == 200
+    merchant = bearer(MERCHANT_TOKENS["m1"])
+    assert client.put("/v1/videos/v-sec", json={**video, "title": "retitled"}, headers=merchant).status_code == 200
+    refused(client.put("/v1/videos/v-sec", json={**video, "creator_id": "m1-friend"}, headers=merchant), 403)
+    assert client.app.state.store.video_row("v-sec")["creator_id"] == OWNER
