@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -76,12 +77,20 @@ def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=log_config))
     if sample:
         threading.Thread(target=_print_when_up, args=(server, app, settings), daemon=True).start()
+    # uvicorn finishes the requests in flight on SIGINT/SIGTERM, then re-raises the signal with the handler it
+    # found: for SIGTERM (what orchestrators send) that handler makes the stop a normal exit 0, not a -15 kill
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its graceful shutdown: a normal stop
         pass
     if not server.started:
         sys.exit(3)
+
+
+def _stopped(signum: int, frame: object) -> None:
+    """SIGTERM after uvicorn's graceful shutdown: exit normally."""
+    raise SystemExit(0)
 
 
 def _print_when_up(server: object, app: object, settings: object) -> None:
