@@ -115,7 +115,8 @@ class Target:
     ts: int
 
 
-Key = tuple[str, str, str]  # (beneficiary_id, role, kind)
+Key = tuple[str, str, str, str]  # (beneficiary_id, role, kind, ref): ref is the refund event of a clawback, else ""
+Refund = tuple[int, float | None, str]  # (ts ms, amount or None for all of it, refund event_id)
 
 
 def cents(value: Decimal) -> int:
@@ -134,11 +135,11 @@ def accruals(purchase: Purchase, share: Share | None, rates: RateBook, rules: Le
     if purchase.creator and purchase.creator != purchase.buyer:
         earned = commission_cents(purchase.amount, rates.rate(purchase.product_id, purchase.ts))
         if earned > 0:
-            out[(purchase.creator, "creator", "accrual")] = earned
+            out[(purchase.creator, "creator", "accrual", "")] = earned
     if share is not None and credits_sharer(purchase, share, rules):
         earned = commission_cents(purchase.amount, rules.sharer_rate)
         if earned > 0:
-            out[(share.user_id, "sharer", "accrual")] = earned
+            out[(share.user_id, "sharer", "accrual", "")] = earned
     return out
 
 
@@ -148,25 +149,29 @@ def credits_sharer(purchase: Purchase, share: Share, rules: LedgerRules) -> bool
             and purchase.ts - share.ts <= rules.window_days * DAY_MS)
 
 
-def order_targets(purchase: Purchase, share: Share | None, refunds: Iterable[tuple[int, float | None]],
-                  rates: RateBook, rules: LedgerRules, now_ms: int) -> dict[Key, Target]:
-    """The totals every (beneficiary, role, kind) of the order must reach, given its refunds (ts, amount).
+def order_targets(purchase: Purchase, share: Share | None, refunds: Iterable[Refund], rates: RateBook,
+                  rules: LedgerRules, now_ms: int) -> dict[Key, Target]:
+    """The totals every (beneficiary, role, kind, ref) of the order must reach, given its refunds.
 
-    A refund without an amount refunds the whole order. Clawbacks are negative and never exceed the accrual.
+    A refund without an amount refunds the whole order. Each refund claws back its own share, dated at the
+    refund (so a day's commission does not depend on when refunds were processed); clawbacks are negative and
+    together never exceed the accrual.
     """
-    refunds = sorted((int(ts), purchase.amount if amount is None or np.isnan(amount) else float(amount))
-                     for ts, amount in refunds)
+    refunds = sorted((int(ts), purchase.amount if amount is None or np.isnan(amount) else float(amount), str(rid))
+                     for ts, amount, rid in refunds)
     settle_at = settle_time(purchase, rules)
     targets: dict[Key, Target] = {}
-    for (who, role, _), accrued in accruals(purchase, share, rates, rules).items():
-        targets[(who, role, "accrual")] = Target(accrued, purchase.ts)
-        if refunds:
-            clawed = _clawback(accrued, purchase.amount, [a for _, a in refunds])
-            targets[(who, role, "clawback")] = Target(-clawed, refunds[-1][0])
+    for (who, role, _, _), accrued in accruals(purchase, share, rates, rules).items():
+        targets[(who, role, "accrual", "")] = Target(accrued, purchase.ts)
+        before = 0
+        for i, (ts, _, rid) in enumerate(refunds):  # cumulative, so rounding never leaves a cent behind
+            upto = _clawback(accrued, purchase.amount, [a for _, a, _ in refunds[:i + 1]])
+            targets[(who, role, "clawback", rid)] = Target(before - upto, ts)
+            before = upto
         if now_ms >= settle_at:
-            before = [a for ts, a in refunds if ts < settle_at]
-            targets[(who, role, "settlement")] = Target(accrued - _clawback(accrued, purchase.amount, before),
-                                                        settle_at)
+            early = [a for ts, a, _ in refunds if ts < settle_at]
+            targets[(who, role, "settlement", "")] = Target(accrued - _clawback(accrued, purchase.amount, early),
+                                                            settle_at)
     return targets
 
 
@@ -194,7 +199,7 @@ def deltas(targets: Mapping[Key, Target], held: Mapping[Key, int], ts: int) -> d
 
 
 def entry_id(order_id: str, key: Key, n: int) -> str:
-    """A deterministic id for the n-th entry (0-based) of (order, beneficiary, role, kind)."""
+    """A deterministic id for the n-th entry (0-based) of (order, beneficiary, role, kind, ref)."""
     text = "\x1f".join((order_id, *key, str(n)))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -243,11 +248,11 @@ def compute_ledger(events: pd.DataFrame, videos: pd.DataFrame | None, rates: Rat
 
 
 def entry_row(purchase: Purchase, key: Key, target: Target, n: int, currency: str) -> dict[str, object]:
-    """One ledger entry of `target.cents` for (order, beneficiary, role, kind), the n-th of its key."""
-    who, role, kind = key
+    """One ledger entry of `target.cents` for (order, beneficiary, role, kind, ref), the n-th of its key."""
+    who, role, kind, ref = key
     return {"entry_id": entry_id(purchase.order_id, key, n), "order_id": purchase.order_id, "beneficiary_id": who,
             "role": role, "kind": kind, "amount_cents": target.cents, "currency": currency, "ts": target.ts,
-            "video_id": purchase.video_id, "product_id": purchase.product_id}
+            "video_id": purchase.video_id, "product_id": purchase.product_id, "ref": ref}
 
 
 def entries_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
@@ -259,12 +264,13 @@ def entries_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     return frame[list(ENTRY_COLUMNS)]
 
 
-def refunds_by_order(events: pd.DataFrame) -> dict[str, list[tuple[int, float | None]]]:
-    """order_id → [(ts ms, amount or None)] of its refund events."""
+def refunds_by_order(events: pd.DataFrame) -> dict[str, list[Refund]]:
+    """order_id → [(ts ms, amount or None, event_id)] of its refund events."""
     refunds = events[(events["event"] == "refund") & events["order_id"].notna()]
-    out: dict[str, list[tuple[int, float | None]]] = {}
-    for order, ts, amount in zip(refunds["order_id"], refunds["ts"], refunds["amount"], strict=True):
-        out.setdefault(str(order), []).append((_ms(ts), None if pd.isna(amount) else float(amount)))
+    out: dict[str, list[Refund]] = {}
+    for order, ts, amount, rid in zip(refunds["order_id"], refunds["ts"], refunds["amount"], refunds["event_id"],
+                                      strict=True):
+        out.setdefault(str(order), []).append((_ms(ts), None if pd.isna(amount) else float(amount), str(rid)))
     return out
 
 

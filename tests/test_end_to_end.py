@@ -133,6 +133,6 @@ def test_json_logs_carry_the_request_id_of_each_request(served):
         time.sleep(0.1)
     entries = [json.loads(line) for line in (work / "serve.log").read_text().splitlines() if line.startswith("{")]
     assert entries and all({"ts", "level", "logger", "message", "request_id"} <= set(e) for e in entries)
-    access = [e for e in entries if e["request_id"] == request_id]
+    access = [e for e in entries if e["request_id"] == request_id and e["logger"] == "serving.access"]
     assert access and access[-1]["route"] == "/v1/users/{user_id}/feed" and access[-1]["status"] == 200
     assert any(e["logger"].startswith("uvicorn") for e in entries)  # uvicorn's own lines are JSON too

@@ -218,14 +218,14 @@ def _latest_rates(conn: sa.Connection, product_ids: list[str]) -> dict[str, floa
 
 
 def _held(conn: sa.Connection, orders: list[str]) -> dict[str, dict[Key, tuple[int, int]]]:
-    """order → (beneficiary, role, kind) → (sum of cents, number of entries) already in the ledger."""
+    """order → (beneficiary, role, kind, ref) → (sum of cents, number of entries) already in the ledger."""
     t = tables.ledger_entries
-    stmt = (sa.select(t.c.order_id, t.c.beneficiary_id, t.c.role, t.c.kind, sa.func.sum(t.c.amount_cents),
-                      sa.func.count()).where(t.c.order_id.in_(orders))
-            .group_by(t.c.order_id, t.c.beneficiary_id, t.c.role, t.c.kind))
+    keys = (t.c.order_id, t.c.beneficiary_id, t.c.role, t.c.kind, t.c.ref)
+    stmt = (sa.select(*keys, sa.func.sum(t.c.amount_cents), sa.func.count()).where(t.c.order_id.in_(orders))
+            .group_by(*keys))
     out: dict[str, dict[Key, tuple[int, int]]] = {}
-    for order, who, role, kind, total, n in conn.execute(stmt):
-        out.setdefault(order, {})[(who, role, kind)] = (int(total), int(n))
+    for order, who, role, kind, ref, total, n in conn.execute(stmt):
+        out.setdefault(order, {})[(who, role, kind, ref)] = (int(total), int(n))
     return out
 
 

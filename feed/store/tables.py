@@ -125,6 +125,7 @@ ledger_entries = sa.Table(
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Column("video_id", sa.Text),
     sa.Column("product_id", sa.Text),
+    sa.Column("ref", sa.Text, nullable=False, server_default=""),  # a clawback's refund event_id
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("entry_id", name="uq_ledger_entries_entry_id"),
     sa.Index("ix_ledger_entries_order_id", "order_id"),

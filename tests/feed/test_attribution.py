@@ -33,7 +33,11 @@ def purchase(ts: int = T0, amount: float = 19.99, buyer: str = "b", creator: str
 
 
 def totals(targets):
-    return {key: t.cents for key, t in targets.items()}
+    """(beneficiary, role, kind) → cents, summed over refunds."""
+    out: dict[tuple[str, str, str], int] = {}
+    for (who, role, kind, _), t in targets.items():
+        out[(who, role, kind)] = out.get((who, role, kind), 0) + t.cents
+    return out
 
 
 def test_creator_earns_the_rate_in_effect_at_the_purchase_time():
@@ -48,10 +52,10 @@ def test_the_direct_sharer_earns_only_within_the_window_and_before_the_purchase(
     within = order_targets(purchase(ts=ts, via="s1"), Share("friend", ts - DAY_MS), [], RATES, RULES, ts)
     assert totals(within)[("friend", "sharer", "accrual")] == commission_cents(19.99, RULES.sharer_rate) == 40
     for share in (Share("friend", ts - 8 * DAY_MS), Share("friend", ts + 1), Share("b", ts - 1)):
-        assert ("friend", "sharer", "accrual") not in order_targets(purchase(ts=ts, via="s1"), share, [], RATES,
-                                                                    RULES, ts)
+        assert ("friend", "sharer", "accrual") not in totals(order_targets(purchase(ts=ts, via="s1"), share, [],
+                                                                           RATES, RULES, ts))
     exactly = order_targets(purchase(ts=ts, via="s1"), Share("friend", ts - 7 * DAY_MS), [], RATES, RULES, ts)
-    assert ("friend", "sharer", "accrual") in exactly
+    assert ("friend", "sharer", "accrual") in totals(exactly)
 
 
 def test_nobody_earns_from_their_own_purchase():
@@ -60,9 +64,9 @@ def test_nobody_earns_from_their_own_purchase():
 
 
 def test_partial_refunds_claw_back_in_proportion_and_a_full_refund_nets_to_zero():
-    half = order_targets(purchase(amount=100.0), None, [(T0 + 1, 50.0)], RATES, RULES, T0 + 2)
+    half = order_targets(purchase(amount=100.0), None, [(T0 + 1, 50.0, "r1")], RATES, RULES, T0 + 2)
     assert totals(half) == {("c", "creator", "accrual"): 1000, ("c", "creator", "clawback"): -500}
-    full = order_targets(purchase(amount=100.0), None, [(T0 + 1, 30.0), (T0 + 2, 70.0), (T0 + 3, None)],
+    full = order_targets(purchase(amount=100.0), None, [(T0 + 1, 30.0, "r1"), (T0 + 2, 70.0, "r2"), (T0 + 3, None, "r3")],
                          RATES, RULES, T0 + 4)
     assert sum(totals(full).values()) == 0
 
@@ -71,25 +75,27 @@ def test_settlement_comes_after_the_settlement_days_net_of_earlier_refunds():
     settle = T0 + 7 * DAY_MS
     before = order_targets(purchase(amount=100.0), None, [], RATES, RULES, settle - 1)
     assert ("c", "creator", "settlement") not in before
-    refunds = [(T0 + DAY_MS, 25.0), (settle + 1, 25.0)]
+    refunds = [(T0 + DAY_MS, 25.0, "r1"), (settle + 1, 25.0, "r2")]
     after = order_targets(purchase(amount=100.0), None, refunds, RATES, RULES, settle)
-    assert after[("c", "creator", "settlement")].cents == 750 and after[("c", "creator", "settlement")].ts == settle
-    assert after[("c", "creator", "clawback")].cents == -500  # the late refund still claws back
+    assert after[("c", "creator", "settlement", "")].cents == 750
+    assert after[("c", "creator", "settlement", "")].ts == settle
+    assert totals(after)[("c", "creator", "clawback")] == -500  # the late refund still claws back
 
 
 def test_deltas_append_only_what_is_missing_and_zero_what_is_no_longer_owed():
     targets = order_targets(purchase(), None, [], RATES, RULES, T0)
-    assert deltas(targets, totals(targets), T0) == {}
-    stale = {("x", "sharer", "accrual"): 40}
+    assert deltas(targets, {k: t.cents for k, t in targets.items()}, T0) == {}
+    stale = {("x", "sharer", "accrual", ""): 40}
     assert {k: t.cents for k, t in deltas(targets, stale, T0).items()} == {
-        ("c", "creator", "accrual"): 200, ("x", "sharer", "accrual"): -40}
+        ("c", "creator", "accrual", ""): 200, ("x", "sharer", "accrual", ""): -40}
 
 
 def test_entry_ids_are_deterministic_and_distinct():
-    key = ("c", "creator", "accrual")
+    key = ("c", "creator", "accrual", "")
     assert entry_id("o1", key, 0) == entry_id("o1", key, 0)
     assert len({entry_id("o1", key, 0), entry_id("o1", key, 1), entry_id("o2", key, 0),
-                entry_id("o1", ("c", "sharer", "accrual"), 0)}) == 4
+                entry_id("o1", ("c", "sharer", "accrual", ""), 0), entry_id("o1", ("c", "creator", "clawback", "r"), 0)
+                }) == 5
 
 
 def test_rules_are_validated():
@@ -126,7 +132,7 @@ def test_an_order_never_pays_more_than_its_commission(amount, rate, sharer_rate,
     rules = LedgerRules(sharer_rate=sharer_rate)
     rates = RateBook.from_frame(pd.DataFrame({"product_id": ["p1"], "valid_from": [0], "rate": [rate]}))
     bought = purchase(amount=amount, via="s1")
-    refunds = [(T0 + ts, a) for ts, a in refunds]
+    refunds = [(T0 + ts, a, f"r{i}") for i, (ts, a) in enumerate(refunds)]
     targets = totals(order_targets(bought, Share("friend", T0 - share_age), refunds, rates, rules, T0 + now))
     for role in ("creator", "sharer"):
         keys = [k for k in targets if k[1] == role]
@@ -134,6 +140,13 @@ def test_an_order_never_pays_more_than_its_commission(amount, rate, sharer_rate,
         net = sum(v for k, v in targets.items() if k in keys and k[2] != "settlement")
         settled = sum(v for k, v in targets.items() if k in keys and k[2] == "settlement")
         assert 0 <= net <= accrued and 0 <= settled <= accrued
-    refunded = sum(amount if a is None else a for _, a in refunds)
+    refunded = sum(amount if a is None else a for _, a, _ in refunds)
     if refunded >= amount:
         assert sum(v for k, v in targets.items() if k[2] != "settlement") == 0
+
+
+def test_each_refund_claws_back_its_own_share_on_its_own_day():
+    refunds = [(T0 + DAY_MS, 30.0, "r1"), (T0 + 3 * DAY_MS, 30.0, "r2"), (T0 + 4 * DAY_MS, 100.0, "r3")]
+    targets = order_targets(purchase(amount=100.0), None, refunds, RATES, RULES, T0)
+    claws = {k[3]: (t.cents, t.ts) for k, t in targets.items() if k[2] == "clawback"}
+    assert claws == {"r1": (-300, T0 + DAY_MS), "r2": (-300, T0 + 3 * DAY_MS), "r3": (-400, T0 + 4 * DAY_MS)}

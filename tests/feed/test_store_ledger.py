@@ -317,3 +317,25 @@ def test_a_catalog_frame_that_repeats_a_product_is_upserted_with_one_rate_versio
     store.catch_up_ledger(RULES, now_ms=0)
     assert store.ledger_entries()["amount"].tolist() == [10.0]  # the frame's last row wins, as in products
     store.close()
+
+
+def test_refunds_processed_together_or_apart_give_the_same_dated_entries(tmp_path):
+    t0 = pd.Timestamp("2026-03-01", tz="UTC")
+    refunds = [_purchase("o1", t0 + pd.Timedelta(days=d), 20.0).assign(event="refund", event_id=f"r{d}")
+               for d in (2, 5)]
+    dated = []
+    for name, batches in (("together", [[0, 1]]), ("apart", [[0], [1]])):
+        store = EventStore(f"sqlite:///{tmp_path / name}.db")
+        store.upgrade()
+        store.upsert_videos(pd.DataFrame({"video_id": ["v"], "creator_id": ["c"], "product_id": ["p"]}))
+        store.upsert_products(pd.DataFrame({"product_id": ["p"], "commission_rate": [0.10]}))
+        store.insert_events(_purchase("o1", t0, 100.0))
+        for batch in batches:
+            store.insert_events(pd.concat([refunds[i] for i in batch]))
+            store.catch_up_ledger(RULES, now_ms=int(t0.value // 1_000_000))
+        entries = store.ledger_entries()
+        dated.append(sorted(zip(entries["kind"], entries["ts"], entries["amount"], strict=True)))
+        store.close()
+    assert dated[0] == dated[1]
+    assert [(kind, ts.day, amount) for kind, ts, amount in dated[0] if kind == "clawback"] == [
+        ("clawback", 3, -2.0), ("clawback", 6, -2.0)]

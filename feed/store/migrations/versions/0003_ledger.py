@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("ts", sa.BigInteger, nullable=False),
         sa.Column("video_id", sa.Text),
         sa.Column("product_id", sa.Text),
+        sa.Column("ref", sa.Text, nullable=False, server_default=""),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.UniqueConstraint("entry_id", name="uq_ledger_entries_entry_id"),
         sqlite_autoincrement=True,
