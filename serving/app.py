@@ -26,6 +26,7 @@ from serving.observability import ObserveRequests, Telemetry
 from serving.model_source import LoadedModel, load_model
 from serving.reloader import ModelHolder
 from serving.routes import router
+from serving.schemas import documented
 from serving.settings import ServingSettings
 from serving.user_routes import router as user_router
 
@@ -74,11 +75,12 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
     app.state.holder = app.state.store = app.state.impressions = None
     app.state.counters, app.state.telemetry = Counters(), Telemetry()
     app.add_middleware(ObserveRequests, telemetry=app.state.telemetry)
-    app.include_router(router)
-    app.include_router(event_router)
-    app.include_router(catalog_router)
-    app.include_router(user_router)
-    app.include_router(stats_routes.router)
+    # every status a route can answer is in the OpenAPI schema (tests/serving/test_fuzz.py checks it)
+    app.include_router(router, responses=documented(401, 403, 503))
+    app.include_router(event_router, responses=documented(400, 401, 403, 413, 415, 503))
+    app.include_router(catalog_router, responses=documented(401, 403, 404, 503))
+    app.include_router(user_router, responses=documented(401, 403, 404, 503))
+    app.include_router(stats_routes.router, responses=documented(401, 403, 404, 503))
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
     return app

@@ -19,6 +19,7 @@ from feed.schema import EVENT_TYPES
 from feed.validation import TableFile, validate_table
 
 MAX_EVENTS = 1000
+MIN_MS, MAX_MS = -62_135_596_800_000, 253_402_300_799_999  # 0001-01-01 and 9999-12-31T23:59:59.999 UTC
 Id = Field(min_length=1, max_length=128)
 OptionalId = Field(None, min_length=1, max_length=128)
 EventType = Literal["impression", "view", "like", "share", "cart", "purchase", "refund"]
@@ -48,6 +49,8 @@ def epoch_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an ISO-8601 time or epoch milliseconds, got a boolean")
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        if not MIN_MS <= int(value) <= MAX_MS:
+            raise ValueError(f"{value} epoch milliseconds is outside the years 1–9999")
         return int(value)
     if not isinstance(value, str):
         raise ValueError("expected an ISO-8601 time such as '2026-05-01T12:30:00Z' or epoch milliseconds")
@@ -151,7 +154,7 @@ class VideoIn(Body):
     creator_id: str = Id
     product_id: str | None = OptionalId
     published_at: int | str | None = Field(None, description="ISO-8601 or epoch ms; default: now.")
-    duration_ms: int | None = Field(None, gt=0)
+    duration_ms: int | None = Field(None, gt=0, le=10**10, description="Milliseconds (at most ~115 days).")
     title: str | None = Field(None, max_length=500)
 
     @field_validator("published_at")
@@ -162,6 +165,8 @@ class VideoIn(Body):
         ms = epoch_ms(value)
         if ms > (time.time() + 86_400) * 1000:  # a future date would hold the fresh slot for ever
             raise ValueError("published_at is more than a day in the future")
+        if ms < 0:
+            raise ValueError("published_at is before 1970-01-01")
         return ms
 
 

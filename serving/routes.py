@@ -46,7 +46,8 @@ async def reload_model(holder: HolderDep, _: AdminDep, force: bool = False) -> R
     return ReloadOut(status=result.status, version=result.version, target=result.target, error=result.error)
 
 
-@router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"])
+@router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"],
+            responses={400: {"description": "a damaged or foreign cursor (pass next_cursor back exactly)"}})
 async def user_feed(
     _: AppDep,
     user_id: UserId,

@@ -97,3 +97,19 @@ class ReloadOut(BaseModel):
     version: str = Field(description="The version serving now.")
     target: str = Field(description="The version the source pointed at.")
     error: str | None = None
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, str]]:
+    """OpenAPI `responses` for the error statuses a group of routes may answer."""
+    return {status: {"description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+ERROR_MEANINGS = {
+    400: "malformed request: bad JSON, or a damaged cursor",
+    401: "missing, malformed, unknown or expired credentials",
+    403: "valid credentials that may not do this (another creator's or merchant's data)",
+    404: "no such id",
+    413: "body too large",
+    415: "not application/json",
+    503: "not ready yet, or the event store is unavailable: retry after Retry-After",
+}
