@@ -41,6 +41,8 @@ class TwoTowerConfig(Strict):
     user_id: bool = Field(True, description="A per-user id embedding next to the pooled history.")
     normalize: bool = Field(True, description="Unit vectors: scores are cosines divided by the temperature.")
     price_buckets: int = Field(8, ge=1, le=256, description="Quantile buckets of product prices.")
+    repeat: float = Field(0.0, ge=0.0, description="Score bonus of items already in the user's history (not masked); "
+                                                   "with unit vectors, 2 puts every such item first.")
     epochs: int = Field(40, ge=1, le=1000, description="Most epochs; early stopping usually ends sooner.")
     patience: int = Field(3, ge=1, description="Stop after this many epochs without a better validation recall.")
     batch_size: int = Field(1024, ge=8, description="(user, item) pairs per step: the in-batch negatives.")

@@ -113,14 +113,7 @@ def run_evaluation(split: Split, catalog: Catalog, config: TrainConfig, models: 
                    relation: str = "video", mask_events: Sequence[str] = (), cold_threshold: int = 5,
                    progress: bool = False) -> EvalReport:
     """Fit every model on the split's training side and score them all on the same held-out positives."""
-    users = IdMap.from_values(pd.concat([split.train["user_id"], split.test["user_id"]]))
-    train = build_interactions(split.train, catalog, config.weights, config.full_watch_ratio, users=users)
-    if relation not in train.matrices:
-        raise ConfigError(f"relation {relation!r} needs a catalog; this data supports {list(train.matrices)}")
-    mask = _mask(split.train, train, relation, mask_events)
-    if split.valid is not None and len(split.valid):  # known interactions too, though not trained on
-        mask = sp.csr_matrix((mask + _binary(split.valid, train, relation)) > 0, dtype=np.float32)
-    targets = _targets(split.test, train, relation, config, mask)
+    train, mask, targets = evaluation_data(split, catalog, config, relation, mask_events)
     matrix = train.matrices[relation]
     results, fitted = {}, {}
     for name in models:  # in order: a blend after "two-tower" reuses that fitted two-tower model
@@ -129,6 +122,19 @@ def run_evaluation(split: Split, catalog: Catalog, config: TrainConfig, models: 
     n_users = len(_eval_users(matrix, targets["all"]))
     return EvalReport(split.description, relation, n_users, results,
                       {"mask_events": list(mask_events), "cold_threshold": cold_threshold, "ks": config.eval.ks})
+
+
+def evaluation_data(split: Split, catalog: Catalog, config: TrainConfig, relation: str = "video",
+                    mask_events: Sequence[str] = ()) -> tuple[Interactions, sp.csr_matrix, dict[str, sp.csr_matrix]]:
+    """The training interactions, the mask of never-recommended items, and the held-out targets of a split."""
+    users = IdMap.from_values(pd.concat([split.train["user_id"], split.test["user_id"]]))
+    train = build_interactions(split.train, catalog, config.weights, config.full_watch_ratio, users=users)
+    if relation not in train.matrices:
+        raise ConfigError(f"relation {relation!r} needs a catalog; this data supports {list(train.matrices)}")
+    mask = _mask(split.train, train, relation, mask_events)
+    if split.valid is not None and len(split.valid):  # known interactions too, though not trained on
+        mask = sp.csr_matrix((mask + _binary(split.valid, train, relation)) > 0, dtype=np.float32)
+    return train, mask, _targets(split.test, train, relation, config, mask)
 
 
 def _mask(train_events: pd.DataFrame, train: Interactions, relation: str, events: Sequence[str]) -> sp.csr_matrix:

@@ -33,7 +33,7 @@ def two_tower_model(config: TrainConfig, features: ItemFeatures | None = None,
                     on_epoch: EpochCallback | None = None) -> TwoTowerRecommender:
     """An unfitted two-tower model with its trainer, from the training config."""
     tt = config.two_tower
-    params = TwoTowerParams(dim=tt.dim, user_id=tt.user_id, normalize=tt.normalize)
+    params = TwoTowerParams(dim=tt.dim, user_id=tt.user_id, normalize=tt.normalize, repeat=tt.repeat)
     return TwoTowerRecommender(params, features, TwoTowerTrainer(tt, config.seed, config.threads, on_epoch))
 
 

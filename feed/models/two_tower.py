@@ -37,6 +37,7 @@ class TwoTowerParams:
     dim: int = 64
     user_id: bool = True  # a per-user id embedding next to the pooled history
     normalize: bool = True  # unit vectors: scores are cosines (FAISS inner product needs no transform)
+    repeat: float = 0.0  # added to the score of items already in the user's history (≥ 2 with cosines: all first)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class TwoTowerRecommender(ScoringRecommender):
         self.params, self.features, self.trainer = params, features, trainer
         self.net: TwoTowerNet | None = None
         self.vectors: TwoTowerVectors | None = None
+        self.known_history = sp.csr_matrix((0, 0), dtype=np.float32)  # (n_users, n_items) 1 = in the history
         self.training_log: dict[str, Any] = {}  # what the trainer measured (epochs, validation scores)
 
     def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> Self:
@@ -158,11 +160,13 @@ class TwoTowerRecommender(ScoringRecommender):
         self.vectors = network_vectors(self._network(), self.features)
         self.vectors.users = fold_in(self.vectors, sp.csr_matrix(user_items, dtype=np.float32),
                                      np.arange(user_items.shape[0]))
+        self.known_history = binary(user_items)
 
-    def finalize_from(self, users: np.ndarray) -> None:
-        """Compute the numpy vectors from a loaded network, with known users' vectors as saved."""
+    def finalize_from(self, users: np.ndarray, known_history: sp.csr_matrix) -> None:
+        """Compute the numpy vectors from a loaded network, with known users' vectors and histories as saved."""
         self.vectors = network_vectors(self._network(), self.features)
         self.vectors.users = np.ascontiguousarray(users, dtype=np.float32)
+        self.known_history = known_history
 
     def report(self) -> dict[str, float]:
         """The trainer's summary as flat numbers: best epoch, validation recall, median epoch time, examples/s."""
@@ -173,6 +177,7 @@ class TwoTowerRecommender(ScoringRecommender):
             out["two_tower.epochs_run"] = float(len(epochs))
             out["two_tower.epoch_seconds"] = float(np.median([e["seconds"] for e in epochs]))
             out["two_tower.examples_per_s"] = float(np.median([e["examples_per_s"] for e in epochs]))
+            out["two_tower.first_loss"], out["two_tower.last_loss"] = epochs[0]["loss"], epochs[-1]["loss"]
         return out
 
     def _network(self) -> TwoTowerNet:
@@ -195,9 +200,16 @@ class TwoTowerRecommender(ScoringRecommender):
         return self.export().products
 
     def score(self, user_rows: np.ndarray) -> np.ndarray:
-        """(n, n_items) scores of known users (vectors from their training history)."""
+        """(n, n_items) scores of known users (vectors from their training history), plus the repeat bonus."""
         vectors = self.export()
-        return vectors.users[user_rows] @ vectors.items.T
+        return self._with_repeat(vectors.users[user_rows] @ vectors.items.T, self.known_history[user_rows])
+
+    def _with_repeat(self, scores: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """Scores plus `repeat` on the items of each row's history."""
+        if self.params.repeat:
+            coo = history.tocoo()
+            scores[coo.row, coo.col] += self.params.repeat
+        return scores
 
     def recommend(self, user_rows: np.ndarray | int, user_items: sp.csr_matrix, N: int = 10,
                   filter_already_liked_items: bool = True,
@@ -207,7 +219,7 @@ class TwoTowerRecommender(ScoringRecommender):
             return super().recommend(user_rows, user_items, N, filter_already_liked_items)
         rows, single = as_batch(user_rows)
         history = sp.csr_matrix(user_items)
-        scores = self.user_vectors_from_history(history, rows) @ self.export().items.T
+        scores = self._with_repeat(self.user_vectors_from_history(history, rows) @ self.export().items.T, history)
         ids, best = top_n(scores, N, history if filter_already_liked_items else None)
         return (ids[0], best[0]) if single else (ids, best)
 
@@ -281,6 +293,14 @@ def unit(x: np.ndarray) -> np.ndarray:
 def _rows(weights: np.ndarray, start: int | None, n: int, dim: int) -> np.ndarray:
     """A slice of the shared table, or an empty (0, dim) array."""
     return np.zeros((0, dim), np.float32) if start is None else weights[start:start + n].astype(np.float32)
+
+
+def binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """1.0 where a stored entry is positive, float32 CSR."""
+    out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    out.data = (out.data > 0).astype(np.float32)
+    out.eliminate_zeros()
+    return out
 
 
 def manifest_digest(path: Path) -> str:

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from feed.errors import ArtifactError
 from feed.models.two_tower import (FORMAT, MANIFEST_FILE, MODEL_FILE, ItemFeatures, TwoTowerParams,
                                    TwoTowerRecommender, TwoTowerVectors, manifest_digest, params_json)
 
-EXTRA = ("export.users", "product.category", "product.price")  # saved next to the network's own tensors
+# saved next to the network's own tensors: known users' vectors and histories, per-product fields
+EXTRA = ("export.users", "history.indptr", "history.indices", "product.category", "product.price")
 
 
 def save_model(model: TwoTowerRecommender, folder: Path) -> None:
@@ -22,6 +24,8 @@ def save_model(model: TwoTowerRecommender, folder: Path) -> None:
     net, vectors, features = model._network(), model.export(), model.features
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     state["export.users"] = torch.from_numpy(vectors.users.copy())
+    state["history.indptr"] = torch.from_numpy(model.known_history.indptr.astype(np.int64))
+    state["history.indices"] = torch.from_numpy(model.known_history.indices.astype(np.int64))
     for name in ("category", "price"):
         state[f"product.{name}"] = torch.from_numpy(features.product_fields.get(name, np.zeros(0, np.int64)))
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +49,12 @@ def load_model(cls: type[TwoTowerRecommender], folder: Path) -> TwoTowerRecommen
         net.load_state_dict({k: v for k, v in state.items() if k not in EXTRA}, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"does not fit the manifest's network: {exc}", path=str(folder / MODEL_FILE)) from exc
-    model.finalize_from(state["export.users"].numpy())
+    indptr, indices = state["history.indptr"].numpy(), state["history.indices"].numpy()
+    if indptr[-1] != len(indices) or (len(indices) and indices.max() >= manifest["n_items"]):
+        raise ArtifactError("the saved user histories are inconsistent", path=str(folder / MODEL_FILE))
+    known = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
+                          shape=(manifest["n_users"], manifest["n_items"]))
+    model.finalize_from(state["export.users"].numpy(), known)
     model.training_log = manifest.get("training", {})
     return model
 
@@ -81,7 +90,7 @@ def expected_shapes(params: TwoTowerParams, manifest: dict[str, Any]) -> dict[st
     n_features = n_items + sum(int(v) for v in manifest["sizes"].values())
     return {"features.weight": [n_features, dim], "users.weight": [max(n_users, 1) if params.user_id else 1, dim],
             "history.weight": [dim, dim], "item_bags": [n_items, 1 + len(manifest["fields"])],
-            "export.users": [n_users, dim]}
+            "export.users": [n_users, dim], "history.indptr": [n_users + 1]}
 
 
 def _read_state(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:

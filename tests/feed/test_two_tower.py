@@ -199,3 +199,22 @@ def test_importing_the_model_module_loads_no_torch():
     code = "import sys, feed.models.two_tower; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_repeat_bonus_puts_unmasked_history_items_first(tmp_path):
+    matrix = random_matrix()
+    model = untrained(matrix, params=TwoTowerParams(dim=8, repeat=2.0))
+    nothing_masked = sp.csr_matrix(matrix.shape, dtype=np.float32)
+    rows = np.arange(matrix.shape[0])
+    ids, _ = model.recommend(rows, nothing_masked, N=matrix.shape[1])
+    for row in rows:
+        n = matrix[row].nnz
+        assert set(ids[row, :n]) == set(matrix[row].indices)
+    model.save(tmp_path / "m")
+    loaded = TwoTowerRecommender.load(tmp_path / "m")
+    assert (loaded.known_history != (matrix > 0)).nnz == 0
+    np.testing.assert_array_equal(loaded.recommend(rows, nothing_masked, N=5)[0],
+                                  model.recommend(rows, nothing_masked, N=5)[0])
+    plain = untrained(matrix)  # repeat 0: history items are not promoted
+    plain_ids, _ = plain.recommend(rows, nothing_masked, N=3)
+    assert any(not set(plain_ids[r]) <= set(matrix[r].indices) for r in rows)
