@@ -6,6 +6,7 @@ target (all held-out positives, held-out purchases), so every number in the tabl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +121,10 @@ def run_evaluation(split: Split, catalog: Catalog, config: TrainConfig, models: 
         fitted[name] = _model(name, config, split.train, train, relation, fitted)
         results[name] = _score_model(fitted[name], matrix, mask, targets, config.eval.ks, cold_threshold, progress)
     n_users = len(_eval_users(matrix, targets["all"]))
+    choices = {name: m.selection for name, m in fitted.items() if getattr(m, "selection", None)}  # e.g. the blend's
     return EvalReport(split.description, relation, n_users, results,
-                      {"mask_events": list(mask_events), "cold_threshold": cold_threshold, "ks": config.eval.ks})
+                      {"mask_events": list(mask_events), "cold_threshold": cold_threshold, "ks": config.eval.ks,
+                       **({"selection": json.dumps(choices, sort_keys=True)} if choices else {})})
 
 
 def evaluation_data(split: Split, catalog: Catalog, config: TrainConfig, relation: str = "video",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import pytest
 
 from feed.dataset import build_catalog
@@ -40,16 +41,21 @@ def test_the_blend_records_why_it_chose_its_weight(report):
               if k.startswith("valid.") and k.endswith(".recall@20")}
     assert {"als", "two-tower"} <= set(scores) and len(scores) == len(grid)
     assert scores[chosen] == max(scores.values())
+    why = json.loads(report.params["selection"])["blend"]  # a JSON string: MLflow params take no nested '@' keys
+    assert why["weight"] == blend["blend.weight"] and why["reason"].startswith(f"two-tower weight {why['weight']:g}")
 
 
 def test_the_cli_runs_two_tower_and_blend(small_world_dir, tmp_path):
     from click.testing import CliRunner
 
-    out = tmp_path / "report.json"
+    out, uri = tmp_path / "report.json", f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = [a for k, v in {**{f"two_tower.{k}": v for k, v in TWO_TOWER.items()}, "threads": 1,
                            "two_tower.epochs": 2}.items() for a in ("--set", f"{k}={str(v).lower()}")]
     result = CliRunner().invoke(evaluate_command, ["--data", str(small_world_dir), "--models", "als,two-tower,blend",
-                                                   "--k", "20", "--json", str(out), "--no-track", *sets])
+                                                   "--k", "20", "--json", str(out), "--tracking-uri", uri, *sets])
     assert result.exit_code == 0, result.output
     models = json.loads(out.read_text())["models"]
     assert set(models) == {"als", "two-tower", "blend"} and "blend.weight" in models["blend"]
+    runs = mlflow.MlflowClient(uri).search_runs(mlflow.MlflowClient(uri).search_experiments()[0].experiment_id)
+    parent = next(r for r in runs if r.data.tags.get("kind") == "evaluate")
+    assert json.loads(parent.data.params["selection"])["blend"]["weight"] == models["blend"]["blend.weight"]
