@@ -100,7 +100,8 @@ class TwoTowerTrainer:
         with Progress(disable=not (show_progress and where.main), transient=True) as bars:
             task = bars.add_task("two-tower", total=epochs)
             for epoch in range(1, epochs + 1):
-                record = {"epoch": float(epoch), "phase": "early-stopping" if judge else "refit", **step.epoch(epoch)}
+                record = {"epoch": float(epoch), "step": float(len(log["epochs"]) + 1),  # step: over both phases
+                          "phase": "early-stopping" if judge else "refit", **step.epoch(epoch)}
                 if judge is not None:
                     record["valid_recall@20"] = judge.recall(model)
                 self._report(record, log, where)
@@ -215,7 +216,7 @@ class Validation:
 
 
 def epoch_logger(tracking_uri: str, run_id: str, prefix: str = "two_tower.") -> EpochCallback:
-    """A callback logging every epoch's numbers to an MLflow run, the epoch as the step."""
+    """A callback logging every epoch's numbers to an MLflow run; the step counts epochs across both phases."""
     import mlflow
     from mlflow.entities import Metric
 
@@ -224,8 +225,8 @@ def epoch_logger(tracking_uri: str, run_id: str, prefix: str = "two_tower.") -> 
     client = mlflow.MlflowClient(tracking_uri)
 
     def log(record: dict[str, float]) -> None:
-        step, ts = int(record["epoch"]), int(time.time() * 1000)
-        metrics = [Metric(mlflow_name(prefix + k), float(v), ts, step) for k, v in record.items() if k != "epoch"]
+        step, ts = int(record["step"]), int(time.time() * 1000)
+        metrics = [Metric(mlflow_name(prefix + k), float(v), ts, step) for k, v in record.items() if k != "step"]
         client.log_batch(run_id, metrics=metrics)
 
     return log

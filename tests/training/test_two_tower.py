@@ -85,9 +85,12 @@ def test_epochs_are_logged_to_mlflow(tmp_path):
     client = mlflow.MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("tt")).info.run_id
     matrix, _ = blocks()
-    two_tower_model(config(epochs=3), on_epoch=epoch_logger(uri, run_id)).fit(matrix)
-    history = client.get_metric_history(run_id, "two_tower.loss")
-    assert [m.step for m in history] == [1, 2, 3]
+    model = two_tower_model(config(epochs=4, valid_fraction=0.25, patience=1),
+                            on_epoch=epoch_logger(uri, run_id)).fit(matrix)
+    n_epochs = len(model.training_log["epochs"])  # early stopping, then the refit: steps run on across both
+    assert [m.step for m in client.get_metric_history(run_id, "two_tower.loss")] == list(range(1, n_epochs + 1))
+    recall = client.get_metric_history(run_id, "two_tower.valid_recall_at_20")
+    assert len(recall) == n_epochs - model.training_log["best_epoch"] > 0
 
 
 def test_log_q_loss_matches_a_direct_computation():
