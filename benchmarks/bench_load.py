@@ -57,7 +57,8 @@ def schema_url(postgres: str) -> str:
 
 def start_replicas(bundle: Path, url: str, work: Path, n: int = 2) -> list[tuple[subprocess.Popen, str]]:
     """n `feed serve` processes on free ports; waits until each is ready."""
-    env = {**os.environ, "FEED_SERVE_STORE_URL": url, "FEED_SERVE_ADMIN_TOKEN": ADMIN, "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "FEED_SERVE_STORE_URL": url, "FEED_SERVE_ADMIN_TOKEN": ADMIN, "OPENBLAS_NUM_THREADS": "1",
+           "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # see BENCHMARKS: glibc arenas per thread
     replicas = []
     for i in range(n):
         port = _free_port()
@@ -154,6 +155,18 @@ class Traffic:
         return events
 
 
+async def visit_every_user(traffic: Traffic, clients: int, base: str) -> None:
+    """One feed per user of the pool from one replica, so that its per-user caches are full."""
+    queue = list(traffic.users)
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            while queue:
+                await http.get(f"/v1/users/{queue.pop()}/feed", params={"limit": 20})
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+
+
 async def run_load(traffic: Traffic, clients: int, seconds: float) -> None:
     """All clients for `seconds`."""
     until = time.monotonic() + seconds
@@ -185,6 +198,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=30)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--pool", type=int, default=2000, help="Users the clients act as.")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,8 +210,10 @@ def main() -> None:
 
             videos = pd.read_parquet(work / "world" / "videos.parquet")
             users = pd.read_parquet(work / "world" / "events.parquet", columns=["user_id"])["user_id"].unique()
-            traffic = Traffic([b for _, b in replicas], list(users[:2000]), list(videos["video_id"]),
+            traffic = Traffic([b for _, b in replicas], list(users[:args.pool]), list(videos["video_id"]),
                               list(videos["creator_id"].unique()))
+            for base in traffic.bases:  # caches full before memory is measured: growth then means a leak
+                asyncio.run(visit_every_user(traffic, args.clients, base))
             asyncio.run(run_load(traffic, args.clients, args.warmup))
             traffic.latency.clear()
             traffic.errors.clear()

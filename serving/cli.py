@@ -107,13 +107,13 @@ def _print_when_up(server: object, app: object, settings: object) -> None:
         _print_feed(base, user)
     click.echo(f"\nAPI docs:     {base}/docs")
     click.echo(f"Feed:         {base}/v1/users/{users[0] if users else 'USER_ID'}/feed?limit=20")
-    if (dashboard := _dashboard_url(base, app, settings)) is not None:
-        click.echo(f"Dashboard:    {dashboard}")
     click.echo(f"Serving:      {model.source} (version {model.version})")
     if settings.bundle is None:
         uri = resolve_tracking_uri(settings.tracking_uri)
         click.echo(f"MLflow store: {uri}\n              browse it: mlflow ui --backend-store-uri {uri}")
     click.echo("Press Ctrl+C to stop.")
+    if (dashboard := _dashboard_url(base, app, settings)) is not None:  # last: it waits for the ledger
+        click.echo(f"Dashboard:    {dashboard}")
 
 
 def _dashboard_url(base: str, app: Any, settings: ServingSettings, wait_s: float = 30.0) -> str | None:
