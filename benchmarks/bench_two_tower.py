@@ -103,14 +103,17 @@ def run(name: str, grid: str, threads: int, retune_als: int) -> dict:
         plain = base_config(name, threads, {**overrides, "repeat": 0.0})
         ablation = run_evaluation(split, catalog, plain, ["two-tower", "blend"], mask_events=mask).models
         report.models.update({f"{k} without the repeat bonus (ablation)": v for k, v in ablation.items()})
+    _print(name, report, family, config, overrides, time.perf_counter() - start)
     if retune_als:
         inner = validation_split(split)
         retuned = tune(Split(inner.train, inner.test, inner.test, inner.description), catalog, config, retune_als,
-                       "ndcg@10", tune_weights=False).best_config
+                       "ndcg@10", tune_weights=False, mask_events=mask).best_config
         again = run_evaluation(split, catalog, retuned, ["als"], mask_events=mask).models["als"]
-        report.models[f"als re-tuned on this validation ({_als(retuned)})"] = again
+        label = f"als re-tuned on this validation ({_als(retuned)})"
+        report.models[label] = again
+        print(f"| {label} | {again[f'{family}@10']:.4f} | {again['ndcg@10']:.4f} | {again[f'{family}@20']:.4f} | "
+              f"{again['ndcg@20']:.4f} | {again['coverage@10']:.3f} | {again['fit_seconds']:.0f} |")
     seconds = time.perf_counter() - start
-    _print(name, report, family, config, overrides, seconds)
     return {"dataset": name, "split": report.split, "n_test_users": report.n_test_users, "two_tower": overrides,
             "grid": grid_rows, "models": report.models, "seconds": seconds}
 

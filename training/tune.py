@@ -6,7 +6,7 @@ the last 20 % of the training period), so the test side stays untouched for the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,12 @@ def suggest(trial: Any, tune_weights: bool) -> dict[str, Any]:
 
 
 def tune(split: Split, catalog: Catalog, base: TrainConfig, trials: int, metric: str, tune_weights: bool = True,
-         on_trial: Callable[[int, dict[str, Any], dict[str, float]], None] | None = None) -> TuneResult:
-    """Run the search; `on_trial` sees every trial's overrides and metrics (for logging and progress)."""
+         on_trial: Callable[[int, dict[str, Any], dict[str, float]], None] | None = None,
+         mask_events: Sequence[str] = ()) -> TuneResult:
+    """Run the search; `on_trial` sees every trial's overrides and metrics (for logging and progress).
+
+    `mask_events` masks only training items with those event types, as in `run_evaluation`.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -61,7 +65,7 @@ def tune(split: Split, catalog: Catalog, base: TrainConfig, trials: int, metric:
     def objective(trial: Any) -> float:
         overrides = suggest(trial, tune_weights)
         config = TrainConfig.model_validate(deep_merge(base.model_dump(), overrides))
-        metrics = run_evaluation(inner, catalog, config, ["als"]).models["als"]
+        metrics = run_evaluation(inner, catalog, config, ["als"], mask_events=mask_events).models["als"]
         records.append({"number": trial.number, "overrides": overrides, "metrics": metrics})
         if on_trial:
             on_trial(trial.number, overrides, metrics)
