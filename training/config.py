@@ -38,7 +38,7 @@ class TwoTowerConfig(Strict):
     """The torch two-tower model (feed.models.two_tower) and its training loop (training.two_tower)."""
 
     dim: int = Field(64, ge=2, le=1024, description="Embedding size of users, videos, creators and products.")
-    user_id: bool = Field(True, description="A per-user id embedding next to the pooled history.")
+    user_id: bool = Field(False, description="A per-user id embedding next to the pooled history.")
     normalize: bool = Field(True, description="Unit vectors: scores are cosines divided by the temperature.")
     price_buckets: int = Field(8, ge=1, le=256, description="Quantile buckets of product prices.")
     repeat: float = Field(0.0, ge=0.0, description="Score bonus of items already in the user's history (not masked); "
@@ -47,7 +47,7 @@ class TwoTowerConfig(Strict):
     patience: int = Field(3, ge=1, description="Stop after this many epochs without a better validation recall.")
     batch_size: int = Field(1024, ge=8, description="(user, item) pairs per step: the in-batch negatives.")
     learning_rate: float = Field(0.01, gt=0.0, description="SparseAdam on embeddings, Adam on the dense layer.")
-    temperature: float = Field(0.1, gt=0.0, description="Logits are scores / temperature.")
+    temperature: float = Field(0.2, gt=0.0, description="Logits are scores / temperature.")
     logq: float = Field(1.0, ge=0.0, le=1.0, description="Strength of the log-Q popularity correction.")
     uniform_negatives: int = Field(0, ge=0, description="Extra uniformly sampled negatives shared by a batch.")
     history_max: int = Field(50, ge=1, description="Expected history items pooled per training example.")
