@@ -296,7 +296,7 @@ def read_merchant_stats(store: EventStore, merchant_id: str, since: pd.Timestamp
     videos = store.videos_of(product_ids=products["product_id"].astype(str).tolist())
     ids = videos["video_id"].astype(str).tolist()
     events, served = range_events(store, ids, since, until), store.video_impressions(ids, since, until)
-    entries = store.ledger_entries(since=since, until=until)  # the store cannot filter by product yet
+    entries = store.ledger_entries(since=since, until=until, video_ids=ids)  # only this merchant's videos
     return analytics.merchant_stats(products, videos, events, served, entries, since, until, merchant_id=merchant_id)
 
 

@@ -133,7 +133,7 @@ def promote(name: str, version: str | None, alias: str, metric: str, force: bool
 @click.option("--test-events", type=click.Path(path_type=Path, exists=True), help="Given test events.")
 @click.option("--k", "ks", default="10,20,50", show_default=True, help="Cut-offs, comma separated.")
 @click.option("--models", default=",".join(DEFAULT_MODEL_NAMES), show_default=True,
-              help="Comma separated, among: popularity, implicit-als, als, own-cart.")
+              help="Comma separated, among: popularity, implicit-als, als, own-cart, two-tower, blend.")
 @click.option("--relation", type=click.Choice(["video", "creator", "product"]), default="video", show_default=True)
 @click.option("--mask-events", default="", help="Mask only training items with these event types "
               "(e.g. purchase, for protocols that train on carts but hold out purchases). Default: all.")

@@ -336,14 +336,16 @@ class EventStore:
         with self._errors("update the ledger of"), self._transaction(write=True) as conn:
             return ledger.process(conn, rules, now_ms, limit, self._postgres)
 
-    def catch_up_ledger(self, rules: LedgerRules, now_ms: int | None = None) -> ledger.LedgerRun:
-        """Process the ledger until its queue is empty; returns the totals."""
-        orders = entries = 0
-        while True:
+    def catch_up_ledger(self, rules: LedgerRules, now_ms: int | None = None,
+                        max_passes: int = 100_000) -> ledger.LedgerRun:
+        """Process the ledger until its queue is empty (or `max_passes`, while events keep arriving); totals."""
+        orders = entries = remaining = 0
+        for _ in range(max_passes):
             run = self.process_ledger(rules, now_ms)
-            orders, entries = orders + run.orders, entries + run.entries
+            orders, entries, remaining = orders + run.orders, entries + run.entries, run.remaining
             if run.remaining == 0 and run.orders == 0:
-                return ledger.LedgerRun(orders=orders, entries=entries, remaining=0)
+                break
+        return ledger.LedgerRun(orders=orders, entries=entries, remaining=remaining)
 
     def rebuild_ledger(self, rules: LedgerRules, now_ms: int | None = None) -> ledger.LedgerRun:
         """Recompute every order from the events: appends only the corrections (none when it is up to date)."""
@@ -358,11 +360,13 @@ class EventStore:
             return int(conn.execute(stmt).scalar_one())
 
     def ledger_entries(self, beneficiary_id: str | None = None, order_ids: list[str] | None = None,
-                       since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:
-        """Ledger entries (feed.attribution.ENTRY_COLUMNS) by beneficiary, orders and since <= ts < until."""
+                       since: pd.Timestamp | None = None, until: pd.Timestamp | None = None,
+                       video_ids: list[str] | None = None) -> pd.DataFrame:
+        """Ledger entries (feed.attribution.ENTRY_COLUMNS) by beneficiary, orders, videos and since <= ts < until."""
         t = tables.ledger_entries
         where = [] if beneficiary_id is None else [t.c.beneficiary_id == beneficiary_id]
         where += [] if order_ids is None else [t.c.order_id.in_(order_ids)]
+        where += [] if video_ids is None else [t.c.video_id.in_(video_ids)]
         where += [] if since is None else [t.c.ts >= to_epoch_ms(pd.Series([since]))[0]]
         where += [] if until is None else [t.c.ts < to_epoch_ms(pd.Series([until]))[0]]
         with self._errors("read the ledger of"), self._transaction(snapshot=True) as conn:

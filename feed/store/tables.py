@@ -130,6 +130,7 @@ ledger_entries = sa.Table(
     sa.UniqueConstraint("entry_id", name="uq_ledger_entries_entry_id"),
     sa.Index("ix_ledger_entries_order_id", "order_id"),
     sa.Index("ix_ledger_entries_beneficiary_ts", "beneficiary_id", "ts"),
+    sa.Index("ix_ledger_entries_video_ts", "video_id", "ts"),  # merchant stats
     sqlite_autoincrement=True,
 )
 

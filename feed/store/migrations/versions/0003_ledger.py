@@ -53,6 +53,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_ledger_entries_order_id", "ledger_entries", ["order_id"])
     op.create_index("ix_ledger_entries_beneficiary_ts", "ledger_entries", ["beneficiary_id", "ts"])
+    op.create_index("ix_ledger_entries_video_ts", "ledger_entries", ["video_id", "ts"])
     _create_queue()
     op.create_table(
         "ledger_orders",
