@@ -23,6 +23,7 @@ from feed.dataset import Catalog, IdMap
 from feed.errors import ArtifactError
 from feed.index import VectorIndex
 from feed.ranker import Ranker
+from feed.retrieval import Mix, Tower
 from feed.stats import Stats, load_stats, save_stats
 
 FORMAT = "selfretail-feed-bundle"
@@ -38,6 +39,7 @@ class RelationModel:
     item_factors: np.ndarray  # (n_items, dim)
     index: VectorIndex
     user_items: sp.csr_matrix  # (n_users, n_items) training weights: the history a fold-in starts from
+    mix: Mix | None = None  # None: ALS alone; else how ALS and the two-tower make the vectors (feed.retrieval)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Bundle:
     manifest: dict[str, Any] = field(default_factory=dict)
     stats: Stats | None = None  # counts, trends and user context of the training window
     ranker: Ranker | None = None  # None: candidates are ranked by retrieval scores alone
+    tower: Tower | None = None  # the numpy user tower, when a relation's retriever uses the two-tower model
 
     @property
     def bundle_id(self) -> str:
@@ -74,6 +77,9 @@ def write_bundle(bundle: Bundle, folder: Path, manifest: dict[str, Any]) -> Path
         save_stats(bundle.stats, tmp / "stats.npz")
     if bundle.ranker is not None:
         bundle.ranker.save(tmp / "ranker.npz")
+    if bundle.tower is not None:
+        np.savez(tmp / "tower.npz", history=bundle.tower.history, user_ids=bundle.tower.user_ids)
+        manifest = {**manifest, "tower": {"dim": bundle.tower.dim, "normalize": bundle.tower.normalize}}
     files = {p.name: _file_entry(p) for p in sorted(tmp.iterdir())}
     full = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "relations": relations,
             "counts": _counts(bundle), "files": files, "bundle_id": _digest(files)}
@@ -106,12 +112,15 @@ def _write_tables(bundle: Bundle, folder: Path) -> None:
 
 def _write_relation(name: str, rel: RelationModel, folder: Path) -> dict[str, Any]:
     """Factors as npz and the index natively; returns the relation's manifest entry."""
-    np.savez(folder / f"factors_{name}.npz", user_factors=rel.user_factors, item_factors=rel.item_factors)
+    mix = rel.mix or Mix.of(0.0, rel.item_factors, None)
+    np.savez(folder / f"factors_{name}.npz", user_factors=rel.user_factors, item_factors=rel.item_factors,
+             als_cov=mix.als_cov, tower_cov=mix.tower_cov)
     rel.index.write(folder / f"index_{name}.faiss")
     sp.save_npz(folder / f"interactions_{name}.npz", rel.user_items.tocsr())
     return {"dim": int(rel.item_factors.shape[1]), "n_items": int(rel.item_factors.shape[0]),
             "index_factory": rel.index.factory, "search_params": rel.index.search_params,
-            "max_sq_norm": rel.index.max_sq_norm, "index_scaled": rel.index.scaled}
+            "max_sq_norm": rel.index.max_sq_norm, "index_scaled": rel.index.scaled,
+            "retriever": mix.kind, "tower_weight": mix.weight, "als_dim": mix.als_dim}
 
 
 def _counts(bundle: Bundle) -> dict[str, int]:
@@ -183,9 +192,42 @@ def load_bundle(folder: Path) -> Bundle:
     stats = _read_stats(folder / "stats.npz", len(users), len(catalog.videos)) if "stats.npz" in manifest[
         "files"] else None
     ranker = Ranker.load(folder / "ranker.npz") if "ranker.npz" in manifest["files"] else None
-    bundle = Bundle(users, catalog, popularity, relations, seen, bought, manifest, stats, ranker)
+    tower = _read_tower(folder, manifest, len(users), len(catalog.videos))
+    bundle = Bundle(users, catalog, popularity, relations, seen, bought, manifest, stats, ranker, tower)
     _check_counts(bundle, manifest, folder)
+    _check_mixes(bundle, folder)
     return bundle
+
+
+def _read_tower(folder: Path, manifest: dict[str, Any], n_users: int, n_videos: int) -> Tower | None:
+    """The numpy user tower, when the bundle has one, checked against the id maps."""
+    if "tower.npz" not in manifest["files"]:
+        return None
+    path = folder / "tower.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            history, user_ids = data["history"], data["user_ids"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"cannot read the user tower ({exc})", path=str(path)) from exc
+    entry = manifest.get("tower", {})
+    dim = int(entry.get("dim", -1))
+    if history.shape != (n_videos, dim) or user_ids.shape not in ((0, dim), (n_users, dim)):
+        raise ArtifactError(f"tower arrays {history.shape} and {user_ids.shape} do not match {n_videos} videos, "
+                            f"{n_users} users of dim {dim} in manifest.json", path=str(path))
+    return Tower(history, user_ids, bool(entry.get("normalize", True)))
+
+
+def _check_mixes(bundle: Bundle, folder: Path) -> None:
+    """A relation that uses the two-tower model needs the tower, with the dimensions its vectors imply."""
+    for name, rel in bundle.relations.items():
+        mix = rel.mix
+        if mix is None or mix.kind == "als":
+            continue
+        tower_dim = rel.item_factors.shape[1] - mix.als_dim
+        if bundle.tower is None or bundle.tower.dim != tower_dim:
+            found = "no tower.npz" if bundle.tower is None else f"a tower of dim {bundle.tower.dim}"
+            raise ArtifactError(f"relation {name} ({mix.kind}) needs a user tower of dim {tower_dim}, the bundle "
+                                f"has {found}", path=str(folder / f"factors_{name}.npz"))
 
 
 def _read_stats(path: Path, n_users: int, n_videos: int) -> Stats:
@@ -250,11 +292,13 @@ def _read_relation(folder: Path, name: str, entry: dict[str, Any], n_users: int)
     try:
         with np.load(path, allow_pickle=False) as data:
             users, items = data["user_factors"], data["item_factors"]
+            covs = (data["als_cov"], data["tower_cov"]) if "als_cov" in data else None
     except (OSError, KeyError, ValueError) as exc:
         raise ArtifactError(f"cannot read factors ({exc})", path=str(path)) from exc
     if users.shape != (n_users, entry["dim"]) or items.shape != (entry["n_items"], entry["dim"]):
         raise ArtifactError(f"factor shapes {users.shape} and {items.shape} do not match {n_users} users, "
                             f"{entry['n_items']} items of dim {entry['dim']} in manifest.json", path=str(path))
+    mix = _read_mix(entry, covs, path)
     index_path = folder / f"index_{name}.faiss"
     index = VectorIndex.read(index_path, entry["max_sq_norm"], entry["index_factory"], entry["search_params"],
                              entry.get("index_scaled", False))
@@ -262,7 +306,22 @@ def _read_relation(folder: Path, name: str, entry: dict[str, Any], n_users: int)
         raise ArtifactError(f"index holds {index.ntotal} vectors of dim {index.dim}, expected "
                             f"{entry['n_items']} of dim {entry['dim']}", path=str(index_path))
     shape = (n_users, entry["n_items"])
-    return RelationModel(users, items, index, _read_sparse(folder / f"interactions_{name}.npz", shape))
+    return RelationModel(users, items, index, _read_sparse(folder / f"interactions_{name}.npz", shape), mix)
+
+
+def _read_mix(entry: dict[str, Any], covs: tuple[np.ndarray, np.ndarray] | None, path: Path) -> Mix | None:
+    """A relation's retriever from its manifest entry (bundles before the two-tower model: ALS, None)."""
+    if "tower_weight" not in entry:
+        return None
+    weight, als_dim, dim = float(entry["tower_weight"]), int(entry["als_dim"]), int(entry["dim"])
+    als_cov, tower_cov = covs if covs is not None else (np.zeros((0, 0)), np.zeros((0, 0)))
+    mix = Mix(weight, als_dim, als_cov, tower_cov)
+    blend = mix.kind == "blend"
+    expected = ((als_dim, als_dim), (dim - als_dim, dim - als_dim)) if blend else ((0, 0), (0, 0))
+    if not 0.0 <= weight <= 1.0 or not 0 <= als_dim <= dim or (als_cov.shape, tower_cov.shape) != expected:
+        raise ArtifactError(f"retriever {entry.get('retriever')} (weight {weight}, {als_dim} ALS columns of {dim}) "
+                            f"does not fit covariances {als_cov.shape} and {tower_cov.shape}", path=str(path))
+    return mix
 
 
 def _read_sparse(path: Path, shape: tuple[int, int]) -> sp.csr_matrix:

@@ -2,8 +2,8 @@
 
 - `extend_catalog` lays videos and products added or changed after training over the bundle's catalog: new rows
   are appended (they have no vectors, but creator, product, following and fresh sources can serve them).
-- `LiveUsers` turns a user's events since training into a refreshed vector per relation (ALS fold-in over the
-  training history plus the new events) and the videos not to show any more (watched to the end, bought, or
+- `LiveUsers` turns a user's events since training into a refreshed vector per relation (ALS fold-in, the numpy
+  two-tower user tower, or both for a blend — `feed.retrieval` — over the training history plus the new events) and the videos not to show any more (watched to the end, bought, or
   selling a product they bought). Results are cached per user and recomputed when the user's latest event
   sequence number in the store moves, which also works across several service replicas.
 """
@@ -18,8 +18,9 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from feed.bundle import Bundle
+from feed.bundle import Bundle, RelationModel
 from feed.dataset import Catalog, IdMap, event_weights, relation_items, seen_matrix
 from feed.models.als import fold_in, gram
 from feed.stats import ENGAGED, epoch_ms
@@ -138,7 +139,7 @@ class LiveUsers:
         end = bundle.manifest.get("data_window", {}).get("end")
         # events strictly after the training data (the store's `since` is inclusive)
         self.since = pd.Timestamp(end) + pd.Timedelta(milliseconds=1) if end else None
-        self.grams = {name: gram(rel.item_factors) for name, rel in bundle.relations.items()}
+        self.grams = {name: gram(als_part(rel)) for name, rel in bundle.relations.items()}
         self._cache: OrderedDict[str, tuple[int, LiveUser]] = OrderedDict()
         self._cache_size, self._lock = cache_size, threading.Lock()
         self.hits = self.misses = 0
@@ -200,17 +201,55 @@ class LiveUsers:
     def _fold(self, relation: str, row: int, events: pd.DataFrame, weights: np.ndarray) -> np.ndarray | None:
         """Fold-in over training history plus new events; None when nothing the model knows was touched."""
         model = self.bundle.relations[relation]
-        n_items = model.item_factors.shape[0]
-        items = relation_items(events, self.catalog, relation)
-        known = (items >= 0) & (items < n_items)  # items added after training have no vector yet
-        items, weights = items[known], weights[known]
-        if row >= 0:
-            history = model.user_items[row]
-            items, weights = np.concatenate([history.indices, items]), np.concatenate([history.data, weights])
-        unique, inverse = np.unique(items, return_inverse=True)
-        summed = np.bincount(inverse, weights=weights, minlength=len(unique))
-        positive = summed > 0
-        if not positive.any():
+        mix = model.mix
+        if mix is None or mix.kind == "als":
+            return self._fold_als(relation, row, events, weights)
+        tower_part = self._fold_tower(row, events, weights)
+        if tower_part is None:
             return None
-        return fold_in(model.item_factors, self.grams[relation], unique[positive], summed[positive],
-                       self.alpha, self.regularization)
+        if mix.kind == "two-tower":
+            return tower_part
+        als_vector = self._fold_als(relation, row, events, weights)
+        if als_vector is None:
+            return None
+        return mix.combine(als_vector[None, :], tower_part[None, :])[0]
+
+    def _fold_als(self, relation: str, row: int, events: pd.DataFrame, weights: np.ndarray) -> np.ndarray | None:
+        """ALS fold-in of the relation's history plus the new events."""
+        model = self.bundle.relations[relation]
+        unique, summed = _summed(model.user_items, row, relation_items(events, self.catalog, relation), weights,
+                                 model.item_factors.shape[0])
+        if len(unique) == 0:
+            return None
+        return fold_in(als_part(model), self.grams[relation], unique, summed, self.alpha, self.regularization)
+
+    def _fold_tower(self, row: int, events: pd.DataFrame, weights: np.ndarray) -> np.ndarray | None:
+        """The two-tower user vector from the video history plus the new events (numpy, no torch)."""
+        tower, videos = self.bundle.tower, self.bundle.relations["video"]
+        if tower is None:
+            return None
+        unique, summed = _summed(videos.user_items, row, relation_items(events, self.catalog, "video"), weights,
+                                 len(tower.history))
+        if len(unique) == 0:
+            return None
+        return tower.fold_one(unique, summed, row)
+
+
+def als_part(model: RelationModel) -> np.ndarray:
+    """The ALS columns of a relation's item vectors (all of them without a two-tower part)."""
+    mix = model.mix
+    return model.item_factors if mix is None else model.item_factors[:, :mix.als_dim]
+
+
+def _summed(history: sp.csr_matrix, row: int, items: np.ndarray, weights: np.ndarray,
+            n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct item rows with positive summed weight over the training history (row ≥ 0) and new events."""
+    known = (items >= 0) & (items < n_items)  # items added after training have no vector yet
+    items, weights = items[known], weights[known]
+    if row >= 0:
+        past = history[row]
+        items, weights = np.concatenate([past.indices, items]), np.concatenate([past.data, weights])
+    unique, inverse = np.unique(items, return_inverse=True)
+    summed = np.bincount(inverse, weights=weights, minlength=len(unique))
+    positive = summed > 0
+    return unique[positive], summed[positive]

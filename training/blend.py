@@ -74,14 +74,21 @@ class BlendRecommender(ScoringRecommender):
 
 
 def choose_weight(als: ALSRecommender, vectors: TwoTowerVectors, train: sp.csr_matrix, valid: sp.csr_matrix,
-                  grid: Sequence[float]) -> tuple[float, dict[str, Any]]:
-    """The grid weight with the best validation Recall@20 (then NDCG@20, then the smaller weight), and why."""
+                  grid: Sequence[float], items: np.ndarray | None = None,
+                  history: sp.csr_matrix | None = None) -> tuple[float, dict[str, Any]]:
+    """The grid weight with the best validation Recall@20 (then NDCG@20, then the smaller weight), and why.
+
+    By default the items are videos; for creators or products pass their two-tower vectors as `items`, the
+    relation's matrices as `train`/`valid` and the users' video matrix as `history` (what the user tower reads).
+    """
+    items = vectors.items if items is None else items
+    history = train if history is None else history
     users = np.flatnonzero((relevant_counts(valid) > 0) & (np.diff(train.indptr) > 0))
     sums = {w: np.zeros(2) for w in grid}
     for lo in range(0, len(users), 1024):
         rows = users[lo:lo + 1024]
         als_scores = als.score(rows)
-        tower_scores = fold_in(vectors, train[rows], rows) @ vectors.items.T
+        tower_scores = fold_in(vectors, history[rows], rows) @ items.T
         for w in grid:
             ids, _ = top_n(mixed(als_scores, tower_scores, w), max(KS), train[rows])
             per_user = ranking_metrics(hit_matrix(ids, valid[rows]), relevant_counts(valid[rows]), KS)

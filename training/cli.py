@@ -101,7 +101,7 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, object]:
 @click.option("--name", default="selfretail-feed", show_default=True, help="Registered model name.")
 @click.option("--version", "version", help="Version to promote [default: the newest].")
 @click.option("--alias", default="champion", show_default=True)
-@click.option("--metric", default="video.als.recall@20", show_default=True,
+@click.option("--metric", default="video.served.recall@20", show_default=True,
               help="Metric compared on the shared evaluation (higher is better).")
 @click.option("--force", is_flag=True, help="Promote even if it does not beat the champion.")
 @click.option("--rollback", is_flag=True, help="Give the alias back to the previous champion.")

@@ -174,6 +174,9 @@ class TrainConfig(Strict):
     full_watch_ratio: float = Field(0.9, gt=0.0, le=1.0)
     relations: tuple[str, ...] = RELATIONS
     refit_full: bool = True
+    retriever: Literal["als", "two-tower", "auto"] = Field(
+        "auto", description="What each relation's FAISS index serves: ALS, the two-tower model, or (auto) ALS, "
+                            "two-tower or their blend, whichever wins on the two-tower's validation hold-out.")
     als: ALSConfig = ALSConfig()
     two_tower: TwoTowerConfig = TwoTowerConfig()
     index: IndexConfig = IndexConfig()

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from rich.console import Console
 
 from feed.bundle import Bundle, RelationModel, write_bundle
 from feed.dataset import (
     Catalog,
-    Interactions,
     build_catalog,
     build_interactions,
     data_fingerprint,
@@ -34,9 +34,9 @@ from feed.models.popularity import PopularityRecommender
 from feed.stats import compute_stats
 from training import tracking
 from training.config import TrainConfig
-from training.fitting import als, fitted_relations
 from training.promote import PromotionRefused, promote
 from training.ranker import stats_config, train_ranker
+from training.retriever import Fitted, Plan, VectorScorer, fit_retrieval
 
 
 @dataclass
@@ -77,11 +77,12 @@ def run_training(
     with steps.step(f"loading {data_dir}"):
         dataset = load_dataset(Path(data_dir))
         catalog = build_catalog(dataset)
-    with steps.step("evaluating ALS and popularity on the held-out period"):
-        metrics, cutoff = evaluate_holdout(dataset.events, catalog, config, not quiet)
+    with steps.step(f"evaluating ALS, the {config.retriever} retriever and popularity on the held-out period"):
+        metrics, cutoff, plan = evaluate_holdout(dataset.events, catalog, config, not quiet)
+    _print_plan(steps.console, plan)
     with steps.step("fitting the served models" + (" on all events" if config.refit_full else "")):
         events = dataset.events if config.refit_full else dataset.events[dataset.events["ts"] < cutoff]
-        bundle, ranker_metrics = fit_bundle(events, catalog, config, not quiet, dataset.follows)
+        bundle, ranker_metrics = fit_bundle(events, catalog, config, not quiet, dataset.follows, plan)
         metrics.update(ranker_metrics)
     with steps.step(f"writing bundle to {out_dir}"):
         manifest = bundle_manifest(config, events, cutoff, metrics, bundle)
@@ -97,40 +98,49 @@ def run_training(
 
 def evaluate_holdout(
     events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool
-) -> tuple[dict[str, float], pd.Timestamp]:
-    """Fit on events before the cut-off and score ALS and popularity on what came after."""
+) -> tuple[dict[str, float], pd.Timestamp, Plan]:
+    """Fit on events before the cut-off and score ALS, the served retriever and popularity on what came after;
+    the retriever plan (chosen on the two-tower's validation hold-out inside the training part) is returned for
+    the refit."""
     split = time_split(events, config.split.test_fraction)
     train = build_interactions(split.train, catalog, config.weights, config.full_watch_ratio)
-    metrics: dict[str, float] = {}
-    for relation in fitted_relations(train, config):
+    retrieval = fit_retrieval(train, config, progress)
+    metrics: dict[str, float] = dict(retrieval.report)
+    for relation, fitted in retrieval.relations.items():
         test = holdout_positives(split.test, train, relation, config.eval.weights, config.eval.min_weight)
-        for name, model in (("als", als(config)), ("popularity", PopularityRecommender())):
-            model.fit(train.matrices[relation], show_progress=progress)
-            scores = evaluate(model, train.matrices[relation], test, config.eval.ks)
+        matrix = train.matrices[relation]
+        scored = {"als": evaluate(fitted.als, matrix, test, config.eval.ks),
+                  "popularity": evaluate(PopularityRecommender().fit(matrix), matrix, test, config.eval.ks)}
+        served = fitted.mix is not None and fitted.mix.kind != "als"
+        scored["served"] = evaluate(VectorScorer(fitted), matrix, test, config.eval.ks) if served else scored["als"]
+        for name, scores in scored.items():
             metrics.update({f"{relation}.{name}.{k}": v for k, v in scores.items()})
-    return metrics, split.cutoff
+        metrics[f"{relation}.served.two_tower_weight"] = retrieval.plan.weights.get(relation, 0.0)
+    return metrics, split.cutoff, retrieval.plan
 
 
 def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool,
-               follows: pd.DataFrame | None = None) -> tuple[Bundle, dict[str, float]]:
-    """Fit ALS for every relation on `events`, index the item vectors, compute stats and train the ranker;
-    returns the bundle and the ranker's held-out metrics."""
+               follows: pd.DataFrame | None = None, plan: Plan | None = None) -> tuple[Bundle, dict[str, float]]:
+    """Fit the served retriever of every relation on `events` (per `plan`, else chosen on validation), index
+    the item vectors, compute stats and train the ranker; returns the bundle and the ranker's held-out metrics."""
     data = build_interactions(events, catalog, config.weights, config.full_watch_ratio)
-    relations = {r: _fit_relation(data, r, config, progress) for r in fitted_relations(data, config)}
+    retrieval = fit_retrieval(data, config, progress, plan)
+    relations = {r: _indexed(f, data.matrices[r], config) for r, f in retrieval.relations.items()}
     popularity = PopularityRecommender().fit(data.matrices["video"]).item_counts
     video_users = relations["video"].user_factors if "video" in relations else None
     stats = compute_stats(events, catalog, data.users, video_users, stats_config(config))
-    ranker, metrics = train_ranker(events, catalog, follows, config, progress) if config.ranker.enabled else (
-        None, {})
-    bundle = Bundle(data.users, catalog, popularity, relations, data.seen, data.bought, stats=stats, ranker=ranker)
+    ranker, metrics = train_ranker(events, catalog, follows, config, progress, retrieval.plan) if \
+        config.ranker.enabled else (None, {})
+    bundle = Bundle(data.users, catalog, popularity, relations, data.seen, data.bought, stats=stats, ranker=ranker,
+                    tower=retrieval.tower)
+    bundle.manifest["retriever"] = retrieval.plan.describe()
     return bundle, metrics
 
 
-def _fit_relation(data: Interactions, relation: str, config: TrainConfig, progress: bool) -> RelationModel:
-    """One relation's ALS factors and their FAISS index."""
-    model = als(config).fit(data.matrices[relation], show_progress=progress)
-    index = VectorIndex.build(model.item_factors, config.index.factory, config.index.search_params)
-    return RelationModel(model.user_factors, model.item_factors, index, data.matrices[relation])
+def _indexed(fitted: Fitted, user_items: sp.csr_matrix, config: TrainConfig) -> RelationModel:
+    """One relation's served vectors and their FAISS index."""
+    index = VectorIndex.build(fitted.item_factors, config.index.factory, config.index.search_params)
+    return RelationModel(fitted.user_factors, fitted.item_factors, index, user_items, fitted.mix)
 
 
 def bundle_manifest(
@@ -146,6 +156,7 @@ def bundle_manifest(
         "library_versions": library_versions(),
         "sample_user_ids": sample_users(bundle, 2),
         "value_formula": config.ranker.value.model_dump(mode="json"),
+        "retriever": bundle.manifest.get("retriever", {}),
     }
 
 
@@ -172,8 +183,9 @@ def track_run(result: TrainResult, bundle: Bundle, config: TrainConfig) -> None:
     uri = tracking.resolve_tracking_uri(config.mlflow.tracking_uri)
     tags = {"bundle_id": bundle.bundle_id, "config_digest": config.digest(),
             "eval_key": str(bundle.manifest.get("eval_key", ""))}
+    epochs = bundle.manifest.get("retriever", {}).get("training", [])  # the two-tower's, when it was trained
     run_id, source = tracking.log_training_run(uri, config.mlflow.experiment, config.model_dump(mode="json"),
-                                               result.metrics, result.bundle_dir, tags)
+                                               result.metrics, result.bundle_dir, tags, epochs)
     result.tracking_uri, result.run_id = uri, run_id
     if config.mlflow.register_model:
         name = config.mlflow.registered_model
@@ -192,18 +204,26 @@ def _apply_policy(uri: str, name: str, version: str, config: TrainConfig) -> str
     return f"promoted version {version} to @{config.mlflow.alias}: {decision.reason}"
 
 
+def _print_plan(console: Console, plan: Plan) -> None:
+    """Which retriever each relation serves, and why."""
+    for relation, why in plan.selection.items():
+        if isinstance(why, dict):
+            console.print(f"  {relation}: {why.get('reason', '')}")
+
+
 def _print_metrics(console: Console, metrics: dict[str, float]) -> None:
-    """ALS next to popularity per relation and metric."""
+    """The served retriever next to ALS and popularity per relation and metric."""
     from rich.table import Table
 
     table = Table(title="held-out evaluation (full ranking, training items masked)")
-    for column in ("relation", "metric", "ALS", "popularity", "ALS / popularity"):
+    for column in ("relation", "metric", "served", "ALS", "popularity", "served / popularity"):
         table.add_column(column)
     for key in sorted(k for k in metrics if ".als." in k and "n_test_users" not in k):
         relation, _, metric = key.split(".", 2)
         als, pop = metrics[key], metrics[f"{relation}.popularity.{metric}"]
-        ratio = f"{als / pop:.2f}×" if pop > 0 else "—"
-        table.add_row(relation, metric, f"{als:.4f}", f"{pop:.4f}", ratio)
+        served = metrics.get(f"{relation}.served.{metric}", als)
+        ratio = f"{served / pop:.2f}×" if pop > 0 else "—"
+        table.add_row(relation, metric, f"{served:.4f}", f"{als:.4f}", f"{pop:.4f}", ratio)
     console.print(table)
     if "ranker.watch.auc" in metrics:
         console.print("ranker on its held-out impressions: " + ", ".join(

@@ -12,7 +12,7 @@ from typing import Any
 from feed.errors import FeedError
 from training.tracking import mlflow_name
 
-DEFAULT_METRIC = "video.als.recall@20"
+DEFAULT_METRIC = "video.served.recall@20"  # the retriever the bundle serves (ALS, two-tower or blend)
 HISTORY_TAG = "champion_history"
 
 
@@ -109,10 +109,15 @@ def _tag(client: Any, version: Any, decision: Decision) -> None:
 
 
 def _metric(client: Any, version: Any, metric: str) -> float | None:
-    """The version's run metric (as logged by training)."""
+    """The version's run metric (as logged by training). Runs from before the served retriever was recorded
+    served ALS, so their `.als.` metric stands for a missing `.served.` one."""
     if not version.run_id:
         return None
-    return client.get_run(version.run_id).data.metrics.get(mlflow_name(metric))
+    logged = client.get_run(version.run_id).data.metrics
+    value = logged.get(mlflow_name(metric))
+    if value is None and ".served." in metric:
+        value = logged.get(mlflow_name(metric.replace(".served.", ".als.")))
+    return value
 
 
 def _holder(client: Any, name: str, alias: str) -> Any | None:

@@ -25,7 +25,7 @@ from feed.features import FEATURES, FeatureTables, PairContext
 from feed.ranker import CLIP, HEADS, Ranker
 from feed.stats import Stats, StatsConfig, compute_stats, epoch_ms
 from training.config import TrainConfig
-from training.fitting import fit_factors
+from training.retriever import Plan, fit_retrieval
 
 CHUNK = 50_000  # pairs per feature batch: bounds the (chunk, recent, dim) gather
 
@@ -58,10 +58,11 @@ def stats_config(config: TrainConfig) -> StatsConfig:
     return StatsConfig(f.half_life_days, f.segments, f.recent, config.full_watch_ratio, config.seed)
 
 
-def fit_feature_model(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool) -> FeatureModel:
-    """ALS vectors and stats of `events`, as the ranker's features see them."""
+def fit_feature_model(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, progress: bool,
+                      plan: Plan | None = None) -> FeatureModel:
+    """The served retriever's vectors (per `plan`) and stats of `events`, as the ranker's features see them."""
     data = build_interactions(events, catalog, config.weights, config.full_watch_ratio)
-    models = fit_factors(data, config, progress)
+    models = fit_retrieval(data, config, progress, plan).relations
     video_users = models["video"].user_factors if "video" in models else None
     stats = compute_stats(events, catalog, data.users, video_users, stats_config(config))
     tables = FeatureTables({r: m.item_factors for r, m in models.items()}, catalog, stats,
@@ -70,7 +71,7 @@ def fit_feature_model(events: pd.DataFrame, catalog: Catalog, config: TrainConfi
 
 
 def ranker_examples(events: pd.DataFrame, catalog: Catalog, follows: pd.DataFrame | None, config: TrainConfig,
-                    progress: bool) -> Examples | None:
+                    progress: bool, plan: Plan | None = None) -> Examples | None:
     """Labelled examples from the last `label_fraction` of the window; None when there are too few events."""
     ts = epoch_ms(events["ts"])
     if len(ts) == 0:
@@ -79,7 +80,7 @@ def ranker_examples(events: pd.DataFrame, catalog: Catalog, follows: pd.DataFram
     early, late = events[ts < cut], events[ts >= cut]
     if early.empty or late.empty:
         return None
-    model = fit_feature_model(early, catalog, config, progress)
+    model = fit_feature_model(early, catalog, config, progress, plan)
     follows = follows_before(follows, pd.Timestamp(cut, unit="ms", tz="UTC"))
     pairs = _impressions(late, catalog) if (late["event"] == "impression").any() else _pseudo_impressions(
         late, catalog, model.tables, config)
@@ -330,10 +331,11 @@ def ranker_metrics(ranker: Ranker, test: Examples, base_rates: np.ndarray) -> di
 
 
 def train_ranker(events: pd.DataFrame, catalog: Catalog, follows: pd.DataFrame | None, config: TrainConfig,
-                 progress: bool) -> tuple[Ranker | None, dict[str, float]]:
+                 progress: bool, plan: Plan | None = None) -> tuple[Ranker | None, dict[str, float]]:
     """The calibrated ranker and its held-out metrics; (None, {}) when the data gives too few examples.
-    An action the data never shows (no shares in a ratings log) gets a head that predicts ~0 for it."""
-    examples = ranker_examples(events, catalog, follows, config, progress)
+    An action the data never shows (no shares in a ratings log) gets a head that predicts ~0 for it.
+    `plan` is the served retriever (its vectors give the affinity features); None: chosen on validation."""
+    examples = ranker_examples(events, catalog, follows, config, progress, plan)
     if examples is None or len(examples.ts) < 100 or examples.y.sum() < 1:
         return None, {}
     train, calibration, test = split_examples(examples, config.ranker.validation_fraction)

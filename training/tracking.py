@@ -42,8 +42,10 @@ def log_training_run(
     metrics: dict[str, float],
     bundle_dir: Path,
     tags: dict[str, str],
+    series: list[dict[str, Any]] | None = None,
 ) -> tuple[str, str]:
-    """Log one run with params, metrics and the bundle as artifacts; returns (run_id, bundle artifact URI)."""
+    """Log one run with params, metrics, per-step `series` (records with a "step", e.g. the two-tower's epochs)
+    and the bundle as artifacts; returns (run_id, bundle artifact URI)."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -52,12 +54,24 @@ def log_training_run(
     run_id = run.info.run_id
     try:
         _log_values(client, run_id, params, metrics)
+        _log_series(client, run_id, series or [])
         client.log_artifacts(run_id, str(bundle_dir), "bundle")
     except Exception:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id, f"{run.info.artifact_uri}/bundle"
+
+
+def _log_series(client: Any, run_id: str, records: list[dict[str, Any]], prefix: str = "two_tower.") -> None:
+    """Every record's numbers at its step (strings such as the phase are left out)."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    metrics = [Metric(mlflow_name(prefix + k), float(v), ts, int(record["step"]))
+               for record in records for k, v in record.items() if k != "step" and isinstance(v, (int, float))]
+    for lo in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=metrics[lo:lo + 1000])
 
 
 def _experiment_id(client: Any, name: str, location: str | None) -> str:

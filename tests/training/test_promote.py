@@ -37,7 +37,7 @@ def test_first_version_becomes_champion_then_only_a_better_one(uri):
     v1 = register(uri, 0.20)
     assert promote(uri, NAME, v1).reason == "no champion yet" and champion(uri) == v1
     v2 = register(uri, 0.18)
-    with pytest.raises(PromotionRefused, match="not better: video.als.recall@20 0.1800 vs champion 0.2000"):
+    with pytest.raises(PromotionRefused, match="not better: video.served.recall@20 0.1800 vs champion 0.2000"):
         promote(uri, NAME, v2)
     assert champion(uri) == v1
     tags = mlflow.MlflowClient(uri).get_model_version(NAME, v2).tags
