@@ -1,4 +1,4 @@
-"""Creator and merchant stats over canonical frames: funnels, conversion, GMV, commission, share cascades.
+"""Creator and merchant stats: funnels, conversion, GMV, commission, share cascades (cascades: `feed.cascades`).
 
 Pure pandas/numpy; the results are JSON-ready dicts (ints, floats, strings, None). The definitions:
 
@@ -11,21 +11,36 @@ Pure pandas/numpy; the results are JSON-ready dicts (ints, floats, strings, None
   was bought), so it moves on the days money moves, like commission. A refund without an amount refunds the
   whole order, and an order's refunds never exceed its amount (both need the purchase in `events`);
 - conversion: viewers who bought / viewers (distinct users of the range), with a 95 % Wilson interval;
+- avg_watch_ratio: the mean of watch_ms / duration_ms clipped to [0, 1] over the views with both known;
 - commission: ledger entries with ts in the range; accrued = sum(accrual), clawed_back = -sum(clawback),
   settled = sum(settlement), pending = accrued - clawed_back - settled (currency units, exact to the cent);
 - share cascade: the tree of share links (`share_tree`); its reach is the distinct users with any event that
   came through one of its links. Cascades are built from the shares of the range: a share whose parent link
   was made before `since` is a root.
+
+The reports read a `Rollup`: counts per (video, day), distinct counts over the range, and the few raw rows
+(shares, purchases, refunds) that cascades and refunds need. The service gets it summed by the database
+(`feed.store.EventStore.stats_rollup`) and calls `creator_report`/`merchant_report`; `creator_stats` and
+`merchant_stats` build the same rollup from raw frames. `facts` and `measure` keep the raw rows (notebooks).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from feed.cascades import (
+    came_through,
+    overall,
+    per_root,
+    per_video,
+    share_tree,
+    video_reach,
+)
 
 Z95 = 1.959963984540054  # the standard normal quantile of 0.975: 95 % two-sided intervals
 MIN_VIEWERS_TO_COMPARE = 30  # a video needs this many viewers in the range to be named best or worst
@@ -35,6 +50,9 @@ STATES = ("accrued", "clawed_back", "settled", "pending")
 COUNTS = ("impressions", "views", "viewers", "shares", "views_via_shares", "purchases", "buyers",
           "purchases_via_shares", "converted_viewers", "refunds")
 CENTS = ("sales", "refunded", "gmv")
+MONEY = ("purchase", "refund")
+MERCHANT_LEVELS = ("product_id", "creator_id")  # merchant stats count distinct viewers per product and creator
+LEDGER_KEYS = ["role", "kind", "video_id", "product_id", "day"]  # the grain of `ledger_sums`
 TimeBound = pd.Timestamp | str | None
 
 
@@ -57,6 +75,11 @@ def in_range(frame: pd.DataFrame, since: TimeBound = None, until: TimeBound = No
     if (end := utc(until)) is not None:
         keep &= (frame["ts"] < end).to_numpy()
     return frame[keep]
+
+
+def days_of(ts: pd.Series) -> np.ndarray:
+    """UTC days of timestamps as whole days since 1970-01-01 (floored, as the database counts them)."""
+    return ts.dt.tz_convert(None).to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
@@ -96,17 +119,30 @@ def money(cents: Any) -> float:
     return round(int(cents) / 100, 2)
 
 
-def commission_states(entries: pd.DataFrame) -> dict[str, float]:
-    """{accrued, clawed_back, settled, pending} of ledger entries, in currency units."""
-    by_kind = to_cents(entries["amount"]).groupby(entries["kind"].to_numpy()).sum()
+def ledger_sums(entries: pd.DataFrame) -> pd.DataFrame:
+    """Ledger entries (feed.attribution.ENTRY_COLUMNS) as integer `cents` per (role, kind, video_id, product_id,
+    UTC day); `feed.store.EventStore.ledger_sums` reads the same from the database."""
+    frame = entries.assign(day=days_of(entries["ts"]), cents=to_cents(entries["amount"]))
+    return frame.groupby(LEDGER_KEYS, dropna=False, as_index=False, sort=True)["cents"].sum()
+
+
+def commission_states(sums: pd.DataFrame) -> dict[str, float]:
+    """{accrued, clawed_back, settled, pending} of ledger sums (`ledger_sums` rows), in currency units."""
+    by_kind = sums["cents"].groupby(sums["kind"].to_numpy()).sum()
     accrued, clawed, settled = (int(by_kind.get(kind, 0)) for kind in ("accrual", "clawback", "settlement"))
     return {"accrued": money(accrued), "clawed_back": money(-clawed), "settled": money(settled),
             "pending": money(accrued + clawed - settled)}
 
 
-def _states_by(entries: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
+def _states_by(sums: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
     """commission_states per value of column `by`."""
-    return {str(key): commission_states(group) for key, group in entries.groupby(by, sort=True)}
+    return {str(key): commission_states(group) for key, group in sums.groupby(by, sort=True)}
+
+
+def _by_role(sums: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """commission_states as the video's creator, as a direct sharer, and both."""
+    return {"creator": commission_states(sums[sums["role"] == "creator"]),
+            "sharer": commission_states(sums[sums["role"] == "sharer"]), "total": commission_states(sums)}
 
 
 def _json(value: Any) -> Any:
@@ -118,70 +154,24 @@ def _json(value: Any) -> Any:
     return value
 
 
-# --- share cascades -------------------------------------------------------------------------------------
-
-
-def share_tree(events: pd.DataFrame) -> pd.DataFrame:
-    """Share links as a forest: share_id, user_id, video_id, parent_share_id, root_share_id, depth (root 1), ts.
-
-    A share's parent is the link it was made through (its via_share_id) when that link was made before it (by
-    ts, then event_id); any other parent (missing, itself, later: a cycle or skewed clocks) makes it a root.
-    """
-    made = events[(events["event"] == "share") & events["share_id"].notna()]
-    made = made.sort_values([c for c in ("ts", "event_id") if c in made.columns], kind="stable")
-    made = made.drop_duplicates("share_id", keep="first")
-    roots: dict[str, str] = {}
-    depths: dict[str, int] = {}
-    parents: list[str | None] = []
-    for share, via in zip(made["share_id"], made["via_share_id"], strict=True):
-        parent = via if isinstance(via, str) and via in roots else None  # only links made earlier are known
-        roots[share] = share if parent is None else roots[parent]
-        depths[share] = 1 if parent is None else depths[parent] + 1
-        parents.append(parent)
-    ids = made["share_id"].astype("str").tolist()
-    return pd.DataFrame({
-        "share_id": pd.Series(ids, dtype="str"), "user_id": made["user_id"].astype("str").to_numpy(),
-        "video_id": made["video_id"].astype("str").to_numpy(), "parent_share_id": pd.Series(parents, dtype="str"),
-        "root_share_id": pd.Series([roots[s] for s in ids], dtype="str"),
-        "depth": np.array([depths[s] for s in ids], dtype=np.int64), "ts": made["ts"].to_numpy()})
+# --- share cascades over raw events (notebooks; the reports use feed.cascades directly) ----------------------
 
 
 def cascades(events: pd.DataFrame, tree: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per root share: video_id, shares, reached_users, max_depth, purchases (distinct orders through it)."""
     tree = share_tree(events) if tree is None else tree
-    root_of = dict(zip(tree["share_id"], tree["root_share_id"], strict=True))
-    came = events[events["via_share_id"].isin(list(root_of))]
-    came = came.assign(root=came["via_share_id"].map(root_of))
-    bought = orders(events)
-    bought = bought[bought["via_share_id"].isin(list(root_of))]
-    out = tree.groupby("root_share_id").agg(shares=("share_id", "size"), max_depth=("depth", "max"))
-    out["video_id"] = tree.set_index("share_id")["video_id"].reindex(out.index)
-    out["reached_users"] = came.groupby("root")["user_id"].nunique().reindex(out.index, fill_value=0)
-    out["purchases"] = bought["via_share_id"].map(root_of).value_counts().reindex(out.index, fill_value=0)
-    out = out.reset_index()[["root_share_id", "video_id", "shares", "reached_users", "max_depth", "purchases"]]
-    return out.astype({c: "int64" for c in ("shares", "reached_users", "max_depth", "purchases")})
+    return per_root(tree, came_through(events, tree), orders(events))
 
 
-def reach_by(events: pd.DataFrame, tree: pd.DataFrame, per_root: pd.DataFrame | None = None) -> pd.DataFrame:
+def reach_by(events: pd.DataFrame, tree: pd.DataFrame, roots: pd.DataFrame | None = None) -> pd.DataFrame:
     """Cascade reach per video (of the root share): cascades, shares, reached_users, max_depth, purchases."""
-    per_root = cascades(events, tree) if per_root is None else per_root
-    video_of = dict(zip(per_root["root_share_id"], per_root["video_id"], strict=True))
-    root_of = dict(zip(tree["share_id"], tree["root_share_id"], strict=True))
-    came = events[events["via_share_id"].isin(list(root_of))]
-    out = per_root.groupby("video_id").agg(cascades=("root_share_id", "size"), shares=("shares", "sum"),
-                                           max_depth=("max_depth", "max"), purchases=("purchases", "sum"))
-    group = came["via_share_id"].map(root_of).map(video_of).to_numpy()
-    out["reached_users"] = came.groupby(group)["user_id"].nunique().reindex(out.index, fill_value=0)
-    return out.astype("int64")
+    roots = cascades(events, tree) if roots is None else roots
+    return per_video(tree, roots, came_through(events, tree))
 
 
 def reach_total(events: pd.DataFrame, tree: pd.DataFrame) -> dict[str, int]:
     """Cascade reach over every cascade of `tree` together."""
-    came = events[events["via_share_id"].isin(list(tree["share_id"]))]
-    bought = orders(events)
-    return {"cascades": int(tree["root_share_id"].nunique()), "shares": len(tree),
-            "reached_users": int(came["user_id"].nunique()), "max_depth": int(tree["depth"].max()) if len(tree) else 0,
-            "purchases": int(bought["via_share_id"].isin(list(tree["share_id"])).sum())}
+    return overall(tree, came_through(events, tree), orders(events))
 
 
 # --- facts of a range -----------------------------------------------------------------------------------
@@ -215,6 +205,18 @@ def refunds(events: pd.DataFrame, bought: pd.DataFrame) -> pd.DataFrame:
     return back.assign(cents=(capped - before).astype("int64"), video_id=video, product_id=product)
 
 
+def sales(events: pd.DataFrame, catalog: pd.DataFrame, since: TimeBound = None,
+          until: TimeBound = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(orders bought in the range, refunds of the range with their cents), with creator_id and product_id.
+
+    `catalog` is the videos indexed by video_id; `events` must hold every purchase and every earlier refund of
+    the range's orders (on the catalog's videos) for the orders and the refunds' cents to be right.
+    """
+    bought = _label(orders(events), catalog, own_product=True)
+    back = _label(in_range(refunds(events, bought), since, until), catalog, own_product=True)
+    return in_range(bought, since, until), back
+
+
 @dataclass(frozen=True)
 class Facts:
     """The range's facts on a set of videos; every frame has video_id, product_id and creator_id columns."""
@@ -232,16 +234,15 @@ def facts(videos: pd.DataFrame, events: pd.DataFrame, impressions: pd.DataFrame 
     catalog = videos.set_index("video_id")
     events = events[events["video_id"].isin(list(catalog.index))]
     served = None if impressions is None else impressions[impressions["video_id"].isin(list(catalog.index))]
-    bought = _label(orders(events), catalog, own_product=True)
     views = in_range(events[events["event"] == "view"], since, until)
     duration = views["video_id"].map(catalog["duration_ms"]).astype("float64")
     ratio = (views["watch_ms"].astype("float64") / duration.where(duration > 0)).clip(0.0, 1.0)
+    bought, back = sales(events, catalog, since, until)
     return Facts(
         impressions=_label(distinct_impressions(events, served, since, until), catalog),
         views=_label(views.assign(watch_ratio=ratio), catalog),
         shares=_label(in_range(events[events["event"] == "share"], since, until), catalog),
-        orders=in_range(bought, since, until),
-        refunds=_label(in_range(refunds(events, bought), since, until), catalog, own_product=True))
+        orders=bought, refunds=back)
 
 
 def distinct_impressions(events: pd.DataFrame, served: pd.DataFrame | None, since: TimeBound = None,
@@ -265,9 +266,6 @@ def _label(frame: pd.DataFrame, catalog: pd.DataFrame, own_product: bool = False
     return frame.assign(creator_id=frame["video_id"].map(catalog["creator_id"]), product_id=product)
 
 
-# --- measures -------------------------------------------------------------------------------------------
-
-
 def measure(f: Facts, by: str, keys: list[str]) -> pd.DataFrame:
     """Counts, watch ratio and cents per value of column `by` (one row per key, zeros when nothing happened)."""
     views, bought = f.views, f.orders
@@ -277,18 +275,26 @@ def measure(f: Facts, by: str, keys: list[str]) -> pd.DataFrame:
     out["viewers"] = views.groupby(by)["user_id"].nunique()
     out["shares"] = f.shares.groupby(by).size()
     out["views_via_shares"] = views[views["via_share_id"].notna()].groupby(by).size()
-    out["purchases"] = bought.groupby(by).size()
-    out["buyers"] = bought.groupby(by)["user_id"].nunique()
-    out["purchases_via_shares"] = bought[bought["via_share_id"].notna()].groupby(by).size()
-    pairs = views[[by, "user_id"]].drop_duplicates().merge(bought[[by, "user_id"]].drop_duplicates())
-    out["converted_viewers"] = pairs.groupby(by).size()
-    out["refunds"] = f.refunds.groupby(by)["order_id"].nunique()
-    out["sales"] = bought.groupby(by)["cents"].sum()
-    out["refunded"] = f.refunds.groupby(by)["cents"].sum()
+    _money_counts(out, bought.assign(key=bought[by]), f.refunds.assign(key=f.refunds[by]), views.assign(key=views[by]))
     out = out.fillna(0).astype("int64")
     out["gmv"] = out["sales"] - out["refunded"]
     out["avg_watch_ratio"] = views.groupby(by)["watch_ratio"].mean()  # NaN: no view with a known ratio
     return out
+
+
+def _money_counts(out: pd.DataFrame, bought: pd.DataFrame, back: pd.DataFrame, seen: pd.DataFrame) -> None:
+    """Fill `out`'s order, buyer, converted-viewer, refund and cents columns per `key` (a column of each frame).
+
+    bought: orders; back: refunds with their cents; seen: (key, user_id) of the viewers (at least the buyers).
+    """
+    out["purchases"] = bought.groupby("key").size()
+    out["buyers"] = bought.groupby("key")["user_id"].nunique()
+    out["purchases_via_shares"] = bought[bought["via_share_id"].notna()].groupby("key").size()
+    pairs = seen[["key", "user_id"]].drop_duplicates().merge(bought[["key", "user_id"]].drop_duplicates())
+    out["converted_viewers"] = pairs.groupby("key").size()
+    out["refunds"] = back.groupby("key")["order_id"].nunique()
+    out["sales"] = bought.groupby("key")["cents"].sum()
+    out["refunded"] = back.groupby("key")["cents"].sum()
 
 
 def measures_json(row: pd.Series) -> dict[str, Any]:
@@ -300,10 +306,114 @@ def measures_json(row: pd.Series) -> dict[str, Any]:
     return out
 
 
-def _totals(f: Facts) -> pd.Series:
-    """The measures of every fact together."""
-    together = Facts(**{fl.name: getattr(f, fl.name).assign(**{ALL: ALL}) for fl in fields(f)})
-    return measure(together, ALL, [ALL]).iloc[0]
+# --- rollups: what the reports read ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A range's stats inputs on a set of videos: counts per (video, day), distinct counts over the range (they
+    do not add up across days or videos), and the few raw rows that orders, refunds and cascades need.
+
+    `rollup` builds it from raw frames; `feed.store.EventStore.stats_rollup` has the database build the same
+    without sending a single view or impression row.
+    """
+
+    views: pd.DataFrame  # per (video_id, day) with views: views, views_via_shares, watched, watch_ms (`view_sums`)
+    impressions: pd.DataFrame  # video_id, impressions (distinct, as `distinct_impressions`)
+    viewers: dict[str, pd.Series]  # distinct viewers per key of "video_id", ALL and each catalog column asked
+    seen: pd.DataFrame  # distinct (video_id, user_id) of the range's views; at least those of its buyers
+    shares: pd.DataFrame  # share events of the range
+    reached: pd.DataFrame  # feed.cascades.came_through pairs of the range's events and share links
+    orders: pd.DataFrame  # orders bought in the range, with creator_id and product_id (`sales`)
+    refunds: pd.DataFrame  # refund events of the range with the cents they take back (`sales`)
+
+
+def rollup(videos: pd.DataFrame, events: pd.DataFrame, impressions: pd.DataFrame | None, since: TimeBound = None,
+           until: TimeBound = None, levels: tuple[str, ...] = ()) -> Rollup:
+    """The rollup of since <= ts < until on `videos` from raw frames; `levels`: more catalog columns to count
+    distinct viewers by (besides video_id and ALL)."""
+    catalog = videos.set_index("video_id")
+    events = events[events["video_id"].isin(list(catalog.index))]
+    served = None if impressions is None else impressions[impressions["video_id"].isin(list(catalog.index))]
+    ranged = in_range(events, since, until)
+    views, shares = ranged[ranged["event"] == "view"], ranged[ranged["event"] == "share"]
+    bought, back = sales(events[events["event"].isin(MONEY)], catalog, since, until)
+    shown = distinct_impressions(events, served, since, until).groupby("video_id").size()
+    return Rollup(views=view_sums(views, catalog), impressions=shown.rename("impressions").reset_index(),
+                  viewers=viewers_by(_label(views, catalog), ("video_id", ALL, *levels)),
+                  seen=views.loc[views["user_id"].isin(list(bought["user_id"])), ["video_id", "user_id"]]
+                  .drop_duplicates(ignore_index=True),
+                  shares=shares, reached=came_through(ranged, share_tree(shares)), orders=bought, refunds=back)
+
+
+def view_sums(views: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """Per (video_id, day): views, views_via_shares, watched (views with watch_ms and a positive duration_ms)
+    and watch_ms (theirs clipped to [0, duration_ms], summed: the video's ratio sum is watch_ms / duration_ms)."""
+    duration = views["video_id"].map(catalog["duration_ms"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    watch = views["watch_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
+    known = ~np.isnan(watch) & (np.nan_to_num(duration) > 0)
+    frame = pd.DataFrame({"video_id": views["video_id"].to_numpy(), "day": days_of(views["ts"]), "views": 1,
+                          "views_via_shares": views["via_share_id"].notna().to_numpy().astype(np.int64),
+                          "watched": known.astype(np.int64),
+                          "watch_ms": np.where(known, np.clip(watch, 0.0, np.nan_to_num(duration)), 0.0)})
+    return frame.groupby(["video_id", "day"], as_index=False, sort=True).sum()
+
+
+def viewers_by(views: pd.DataFrame, levels: tuple[str, ...]) -> dict[str, pd.Series]:
+    """Distinct users of `views` per key of each level: a column of `views`, or ALL (one key)."""
+    return {level: views.assign(**{ALL: ALL}).groupby(level)["user_id"].nunique() for level in levels}
+
+
+def tally(r: Rollup, catalog: pd.DataFrame, by: str, keys: list[str]) -> pd.DataFrame:
+    """What `measure` counts, from a rollup: per video_id, catalog column or ALL (`catalog`: videos by video_id)."""
+    out = pd.DataFrame(index=pd.Index(keys, dtype="object"))
+    views = r.views.groupby(_key(r.views, catalog, by))[["views", "views_via_shares"]].sum()
+    out["impressions"] = r.impressions["impressions"].groupby(_key(r.impressions, catalog, by)).sum()
+    out["views"] = views["views"]
+    out["viewers"] = r.viewers[by]
+    out["shares"] = r.shares.groupby(_key(r.shares, catalog, by)).size()
+    out["views_via_shares"] = views["views_via_shares"]
+    own = {name: frame.assign(key=frame[by] if by in frame.columns else ALL)
+           for name, frame in (("bought", r.orders), ("back", r.refunds))}
+    _money_counts(out, own["bought"], own["back"], r.seen.assign(key=_key(r.seen, catalog, by)))
+    out = out.fillna(0).astype("int64")
+    out["gmv"] = out["sales"] - out["refunded"]
+    out["avg_watch_ratio"] = _watch_ratio(r.views, catalog, by)
+    return out
+
+
+def _key(frame: pd.DataFrame, catalog: pd.DataFrame, by: str) -> np.ndarray:
+    """The `by` key of each row's video: its video_id, its catalog column `by`, or ALL."""
+    if by == "video_id":
+        return frame["video_id"].to_numpy()
+    if by == ALL:
+        return np.full(len(frame), ALL, dtype=object)
+    return frame["video_id"].map(catalog[by]).to_numpy()
+
+
+def _watch_ratio(views: pd.DataFrame, catalog: pd.DataFrame, by: str) -> pd.Series:
+    """The mean watch ratio per key: each video's ratio sum (watch_ms / duration_ms) over the views it counts."""
+    per = views.groupby("video_id")[["watched", "watch_ms"]].sum().reset_index()
+    per = per[per["watched"] > 0]
+    duration = per["video_id"].map(catalog["duration_ms"]).to_numpy(dtype=np.float64)
+    sums = per.assign(ratio=per["watch_ms"].to_numpy(dtype=np.float64) / duration).groupby(
+        _key(per, catalog, by))[["ratio", "watched"]].sum()
+    return sums["ratio"] / sums["watched"]
+
+
+def daily(r: Rollup, earned: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per UTC day from the first to the last active one: views, purchases, gmv and net commission earned."""
+    net = earned[earned["kind"].isin(["accrual", "clawback"])]
+    bought, back = days_of(r.orders["ts"]), days_of(r.refunds["ts"])
+    table = pd.DataFrame({"views": r.views.groupby("day")["views"].sum(), "purchases": r.orders.groupby(bought).size(),
+                          "sales": r.orders["cents"].groupby(bought).sum(),
+                          "refunded": r.refunds["cents"].groupby(back).sum(),
+                          "commission": net.groupby("day")["cents"].sum()}).fillna(0).astype("int64")
+    if table.empty:
+        return []
+    table = table.reindex(range(int(min(table.index)), int(max(table.index)) + 1), fill_value=0)
+    return [{"date": str(np.datetime64(day, "D")), "views": int(t.views), "purchases": int(t.purchases),
+             "gmv": money(t.sales - t.refunded), "commission": money(t.commission)} for day, t in table.iterrows()]
 
 
 def compare(rows: list[dict[str, Any]], min_viewers: int = MIN_VIEWERS_TO_COMPARE) -> dict[str, Any]:
@@ -330,25 +440,6 @@ def _versus(row: dict[str, Any], average: float | None) -> dict[str, Any]:
             "lift": conv["rate"] / average if average else None, "vs_average": side}
 
 
-def daily(f: Facts, entries: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per UTC day from the first to the last active one: views, purchases, gmv and net commission earned."""
-    def per_day(frame: pd.DataFrame, values: pd.Series | None = None) -> pd.Series:
-        days = frame["ts"].dt.strftime("%Y-%m-%d").to_numpy()
-        return (pd.Series(1, index=frame.index) if values is None else values).groupby(days).sum()
-
-    earned = entries[entries["kind"].isin(["accrual", "clawback"])]
-    table = pd.DataFrame({"views": per_day(f.views), "purchases": per_day(f.orders),
-                          "sales": per_day(f.orders, f.orders["cents"]),
-                          "refunded": per_day(f.refunds, f.refunds["cents"]),
-                          "commission": per_day(earned, to_cents(earned["amount"]))}).fillna(0).astype("int64")
-    if table.empty:
-        return []
-    span = pd.date_range(min(table.index), max(table.index), freq="D").strftime("%Y-%m-%d")
-    table = table.reindex(span, fill_value=0)
-    return [{"date": day, "views": int(r.views), "purchases": int(r.purchases), "gmv": money(r.sales - r.refunded),
-             "commission": money(r.commission)} for day, r in table.iterrows()]
-
-
 # --- the two reports ------------------------------------------------------------------------------------
 
 
@@ -362,23 +453,28 @@ def creator_stats(videos: pd.DataFrame, products: pd.DataFrame | None, events: p
     """
     creator_id = _one_creator(videos, creator_id)
     videos = videos[videos["creator_id"] == creator_id] if creator_id is not None else videos
-    entries = in_range(entries if creator_id is None else entries[entries["beneficiary_id"] == creator_id],
-                       since, until)
-    f = facts(videos, events, impressions, since, until)
-    ranged = in_range(events[events["video_id"].isin(list(videos["video_id"]))], since, until)
-    tree = share_tree(ranged)
-    per_root = cascades(ranged, tree)
-    rows = _video_rows(videos, products, f, entries, reach_by(ranged, tree, per_root))
-    totals = measures_json(_totals(f))
-    totals["commission"] = {"creator": commission_states(entries[entries["role"] == "creator"]),
-                            "sharer": commission_states(entries[entries["role"] == "sharer"]),
-                            "total": commission_states(entries)}
-    totals["cascade"] = reach_total(ranged, tree)
-    top = per_root.sort_values(["reached_users", "purchases", "root_share_id"],
-                                             ascending=[False, False, True]).head(TOP_CASCADES)
+    entries = entries if creator_id is None else entries[entries["beneficiary_id"] == creator_id]
+    r = rollup(videos, events, impressions, since, until)
+    return creator_report(videos, products, r, ledger_sums(in_range(entries, since, until)), since, until,
+                          creator_id=creator_id)
+
+
+def creator_report(videos: pd.DataFrame, products: pd.DataFrame | None, r: Rollup, earned: pd.DataFrame,
+                   since: TimeBound = None, until: TimeBound = None, *,
+                   creator_id: str | None = None) -> dict[str, Any]:
+    """creator_stats from the rollup of the creator's `videos` and the `ledger_sums` of the range's entries that
+    pay the creator."""
+    tree = share_tree(r.shares)
+    roots = per_root(tree, r.reached, r.orders)
+    rows = _video_rows(videos, products, r, earned, per_video(tree, roots, r.reached))
+    totals = measures_json(tally(r, videos.set_index("video_id"), ALL, [ALL]).iloc[0])
+    totals["commission"] = _by_role(earned)
+    totals["cascade"] = overall(tree, r.reached, r.orders)
+    top = roots.sort_values(["reached_users", "purchases", "root_share_id"],
+                            ascending=[False, False, True]).head(TOP_CASCADES)
     return {"creator_id": creator_id, "range": _range(since, until), "totals": totals, **compare(rows),
-            "videos": rows, "daily": daily(f, entries),
-            "cascades": [{k: _json(v) for k, v in r.items()} for r in top.to_dict("records")]}
+            "videos": rows, "daily": daily(r, earned),
+            "cascades": [{k: _json(v) for k, v in row.items()} for row in top.to_dict("records")]}
 
 
 def _one_creator(videos: pd.DataFrame, creator_id: str | None) -> str | None:
@@ -392,31 +488,24 @@ def _one_creator(videos: pd.DataFrame, creator_id: str | None) -> str | None:
     return str(found[0]) if len(found) else None
 
 
-def _video_rows(videos: pd.DataFrame, products: pd.DataFrame | None, f: Facts, entries: pd.DataFrame,
+def _video_rows(videos: pd.DataFrame, products: pd.DataFrame | None, r: Rollup, earned: pd.DataFrame,
                 reach: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per video with its creator-role commission and cascade reach, best converting first."""
-    table = measure(f, "video_id", videos["video_id"].astype(str).tolist())
-    earned = _states_by(entries[entries["role"] == "creator"], "video_id")
+    table = tally(r, videos.set_index("video_id"), "video_id", videos["video_id"].astype(str).tolist())
+    paid = _states_by(earned[earned["role"] == "creator"], "video_id")
     rate = (products.set_index("product_id")["commission_rate"] if products is not None and len(products)
             else pd.Series(dtype="float64"))
     rows = []
     for video in videos.itertuples(index=False):
         row = {"video_id": video.video_id, "title": _json(video.title), "product_id": _json(video.product_id),
-               "duration_ms": _json(video.duration_ms), "commission_rate": _json(rate.get(video.product_id)) if isinstance(video.product_id, str) else None,
+               "duration_ms": _json(video.duration_ms),
+               "commission_rate": _json(rate.get(video.product_id)) if isinstance(video.product_id, str) else None,
                **measures_json(table.loc[video.video_id])}
-        row["commission"] = earned.get(video.video_id, commission_states(entries.iloc[:0]))
-        row["cascade"] = _reach_row(reach, video.video_id)
+        row["commission"] = paid.get(video.video_id, commission_states(earned.iloc[:0]))
+        row["cascade"] = video_reach(reach, video.video_id)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["conversion"]["rate"] is None, -(r["conversion"]["rate"] or 0),
                                        -r["viewers"], r["video_id"]))
-
-
-def _reach_row(reach: pd.DataFrame, video_id: str) -> dict[str, int]:
-    """A video's cascade reach (zeros without shares)."""
-    names = ("cascades", "shares", "reached_users", "max_depth", "purchases")
-    if video_id not in reach.index:
-        return dict.fromkeys(names, 0)
-    return {name: int(reach.at[video_id, name]) for name in names}
 
 
 def _range(since: TimeBound, until: TimeBound) -> dict[str, str | None]:
@@ -433,40 +522,49 @@ def merchant_stats(products: pd.DataFrame, videos: pd.DataFrame, events: pd.Data
     `products` are the merchant's; `videos` those linking them; `entries` any ledger entries (those of other
     products are dropped). Orders count for the merchant when their product is one of `products`.
     """
+    videos = videos[videos["product_id"].isin(list(products["product_id"].astype(str)))]
+    r = rollup(videos, events, impressions, since, until, MERCHANT_LEVELS)
+    return merchant_report(products, videos, r, ledger_sums(in_range(entries, since, until)), since, until,
+                           merchant_id=merchant_id)
+
+
+def merchant_report(products: pd.DataFrame, videos: pd.DataFrame, r: Rollup, earned: pd.DataFrame,
+                    since: TimeBound = None, until: TimeBound = None, *,
+                    merchant_id: str | None = None) -> dict[str, Any]:
+    """merchant_stats from the rollup (with MERCHANT_LEVELS) of the videos linking the merchant's `products` and
+    the `ledger_sums` of the range's entries (those of other products are dropped)."""
     own = set(products["product_id"].astype(str))
     videos = videos[videos["product_id"].isin(list(own))]
-    f = facts(videos, events, impressions, since, until)
-    f = replace(f, orders=f.orders[f.orders["product_id"].isin(list(own))],  # of the merchant's products only
-                refunds=f.refunds[f.refunds["product_id"].isin(list(own))])
-    entries = in_range(_merchant_entries(entries, videos, own), since, until)
-    totals = measures_json(_totals(f))
-    totals["commission"] = {role: commission_states(entries[entries["role"] == role]) for role in ("creator",
-                                                                                                  "sharer")}
-    totals["commission"]["total"] = commission_states(entries)
+    r = replace(r, orders=r.orders[r.orders["product_id"].isin(list(own))],  # of the merchant's products only
+                refunds=r.refunds[r.refunds["product_id"].isin(list(own))])
+    earned = _merchant_entries(earned, videos, own)
+    totals = measures_json(tally(r, videos.set_index("video_id"), ALL, [ALL]).iloc[0])
+    totals["commission"] = _by_role(earned)
     return {"merchant_id": merchant_id, "range": _range(since, until), "totals": totals,
-            "products": _product_rows(products, videos, f, entries),
-            "sellers": _seller_rows(videos, f, entries), "creators": _creator_rows(videos, f, entries)}
+            "products": _product_rows(products, videos, r, earned),
+            "sellers": _seller_rows(videos, r, earned), "creators": _creator_rows(videos, r, earned)}
 
 
-def _merchant_entries(entries: pd.DataFrame, videos: pd.DataFrame, own: set[str]) -> pd.DataFrame:
-    """Ledger entries of the merchant's products (by the entry's product, else by its video's product)."""
-    product = first_of(entries["product_id"], entries["video_id"].map(videos.set_index("video_id")["product_id"]))
-    return entries.assign(product_id=product)[product.isin(list(own))].assign(
-        creator_id=entries["video_id"].map(videos.set_index("video_id")["creator_id"]))
+def _merchant_entries(sums: pd.DataFrame, videos: pd.DataFrame, own: set[str]) -> pd.DataFrame:
+    """Ledger sums of the merchant's products (by the entry's product, else by its video's product)."""
+    catalog = videos.set_index("video_id")
+    product = first_of(sums["product_id"], sums["video_id"].map(catalog["product_id"]))
+    return sums.assign(product_id=product, creator_id=sums["video_id"].map(catalog["creator_id"]))[
+        product.isin(list(own))]
 
 
-def _rows(table: pd.DataFrame, entries: pd.DataFrame, by: str) -> dict[str, dict[str, Any]]:
+def _rows(table: pd.DataFrame, earned: pd.DataFrame, by: str) -> dict[str, dict[str, Any]]:
     """Measure rows as JSON with their commission (all roles), keyed by `by`."""
-    earned = _states_by(entries, by)
-    empty = commission_states(entries.iloc[:0])
-    return {key: {**measures_json(row), "commission": earned.get(key, empty)} for key, row in table.iterrows()}
+    paid = _states_by(earned, by)
+    empty = commission_states(earned.iloc[:0])
+    return {key: {**measures_json(row), "commission": paid.get(key, empty)} for key, row in table.iterrows()}
 
 
-def _product_rows(products: pd.DataFrame, videos: pd.DataFrame, f: Facts,
-                  entries: pd.DataFrame) -> list[dict[str, Any]]:
+def _product_rows(products: pd.DataFrame, videos: pd.DataFrame, r: Rollup,
+                  earned: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per product, highest GMV first."""
     ids = products["product_id"].astype(str).tolist()
-    rows = _rows(measure(f, "product_id", ids), entries, "product_id")
+    rows = _rows(tally(r, videos.set_index("video_id"), "product_id", ids), earned, "product_id")
     count = videos.groupby("product_id").size()
     out = [{"product_id": p.product_id, "category": _json(p.category), "price": _json(p.price),
             "commission_rate": _json(p.commission_rate), "videos": int(count.get(p.product_id, 0)),
@@ -474,18 +572,19 @@ def _product_rows(products: pd.DataFrame, videos: pd.DataFrame, f: Facts,
     return sorted(out, key=lambda r: (-r["gmv"], -r["purchases"], r["product_id"]))
 
 
-def _seller_rows(videos: pd.DataFrame, f: Facts, entries: pd.DataFrame) -> list[dict[str, Any]]:
+def _seller_rows(videos: pd.DataFrame, r: Rollup, earned: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per (creator, video) selling the merchant's products, highest GMV first."""
-    rows = _rows(measure(f, "video_id", videos["video_id"].astype(str).tolist()), entries, "video_id")
+    ids = videos["video_id"].astype(str).tolist()
+    rows = _rows(tally(r, videos.set_index("video_id"), "video_id", ids), earned, "video_id")
     out = [{"creator_id": v.creator_id, "video_id": v.video_id, "title": _json(v.title), "product_id": v.product_id,
             **rows[v.video_id]} for v in videos.itertuples(index=False)]
     return sorted(out, key=lambda r: (-r["gmv"], -r["purchases"], r["creator_id"], r["video_id"]))
 
 
-def _creator_rows(videos: pd.DataFrame, f: Facts, entries: pd.DataFrame) -> list[dict[str, Any]]:
+def _creator_rows(videos: pd.DataFrame, r: Rollup, earned: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per creator selling the merchant's products, best seller (GMV, then purchases) first."""
     ids = sorted(videos["creator_id"].astype(str).unique())
-    rows = _rows(measure(f, "creator_id", ids), entries, "creator_id")
+    rows = _rows(tally(r, videos.set_index("video_id"), "creator_id", ids), earned, "creator_id")
     count = videos.groupby("creator_id").size()
     out = [{"creator_id": c, "videos": int(count.get(c, 0)), **rows[c]} for c in ids]
     return sorted(out, key=lambda r: (-r["gmv"], -r["purchases"], r["creator_id"]))

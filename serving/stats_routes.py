@@ -1,7 +1,8 @@
 """GET /v1/creators/{id}/stats and /v1/merchants/{id}/stats: what sold, what it earned, over a time range.
 
-The numbers and their definitions are `feed.analytics`'; this module reads the store (in a worker thread),
-checks the range and access, and shapes the JSON.
+The numbers and their definitions are `feed.analytics`'; this module has the store sum a range (in a worker
+thread: `EventStore.stats_rollup`, no view or impression row leaves the database), checks the range and access,
+and shapes the JSON.
 """
 
 from __future__ import annotations
@@ -277,39 +278,23 @@ async def _read(read: Any, store: EventStore, who: str, since: pd.Timestamp | No
 
 def read_creator_stats(store: EventStore, creator_id: str, since: pd.Timestamp | None,
                        until: pd.Timestamp | None) -> dict[str, Any] | None:
-    """The creator's stats from the store; None for a creator with no video and no ledger entry ever."""
+    """The creator's stats from the store's sums; None for a creator with no video and no ledger entry ever."""
     videos = store.videos_of(creator_id=creator_id)
-    entries = store.ledger_entries(beneficiary_id=creator_id, since=since, until=until)
-    if videos.empty and entries.empty and store.ledger_entries(beneficiary_id=creator_id).empty:
+    earned = store.ledger_sums(beneficiary_id=creator_id, since=since, until=until)
+    if videos.empty and earned.empty and not store.has_ledger_entries(creator_id):
         return None
-    ids = videos["video_id"].astype(str).tolist()
-    events, served = range_events(store, ids, since, until), store.video_impressions(ids, since, until)
-    return analytics.creator_stats(videos, None, events, served, entries, since, until, creator_id=creator_id)
+    rollup = store.stats_rollup(videos, since, until)
+    return analytics.creator_report(videos, None, rollup, earned, since, until, creator_id=creator_id)
 
 
 def read_merchant_stats(store: EventStore, merchant_id: str, since: pd.Timestamp | None,
                         until: pd.Timestamp | None) -> dict[str, Any] | None:
-    """The merchant's stats from the store; None for a merchant without products."""
+    """The merchant's stats from the store's sums; None for a merchant without products."""
     products = store.products_of(merchant_id)
     if products.empty:
         return None
     videos = store.videos_of(product_ids=products["product_id"].astype(str).tolist())
-    ids = videos["video_id"].astype(str).tolist()
-    events, served = range_events(store, ids, since, until), store.video_impressions(ids, since, until)
-    entries = store.ledger_entries(since=since, until=until, video_ids=ids)  # only this merchant's videos
-    return analytics.merchant_stats(products, videos, events, served, entries, since, until, merchant_id=merchant_id)
-
-
-def range_events(store: EventStore, video_ids: list[str], since: pd.Timestamp | None,
-                 until: pd.Timestamp | None) -> pd.DataFrame:
-    """The videos' events of the range, plus the earlier purchases and refunds of the orders refunded in it.
-
-    feed.analytics needs an order's purchase (and earlier refunds) to know what a refund takes back: a refund
-    without an amount refunds the whole order, and refunds never exceed what is left of it.
-    """
-    events = store.video_events(video_ids, since, until)
-    refunded = events.loc[events["event"] == "refund", "order_id"].dropna().unique().tolist()
-    if since is None or not refunded:
-        return events
-    earlier = store.order_events([str(o) for o in refunded], until=since)
-    return pd.concat([earlier, events], ignore_index=True) if len(earlier) else events
+    rollup = store.stats_rollup(videos, since, until, analytics.MERCHANT_LEVELS)
+    earned = store.ledger_sums(since=since, until=until,  # only this merchant's videos
+                               video_ids=videos["video_id"].astype(str).tolist())
+    return analytics.merchant_report(products, videos, rollup, earned, since, until, merchant_id=merchant_id)

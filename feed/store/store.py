@@ -25,8 +25,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from feed.errors import FeedError
 from feed.io import load_dataset, write_dataset
 from feed.schema import COLUMNS, Column, Dataset
+from feed.analytics import Rollup
 from feed.attribution import LedgerRules
-from feed.store import ledger, tables
+from feed.store import ledger, stats, tables
 from feed.store.driver import (
     WRITE_OPTION,
     configure_sqlite,
@@ -327,6 +328,24 @@ class EventStore:
                                  columns=["request_id", "user_id", "video_id", "source", "ts"])
         frame["ts"] = from_epoch_ms(frame["ts"].astype("int64").tolist())
         return frame
+
+    def stats_rollup(self, videos: pd.DataFrame, since: pd.Timestamp | None = None,
+                     until: pd.Timestamp | None = None, levels: tuple[str, ...] = ()) -> Rollup:
+        """The creator/merchant stats inputs of since <= ts < until on these videos (canonical rows), summed by
+        the database in one snapshot (`feed.store.stats`); `levels`: more video columns to count viewers by."""
+        with self._errors("read stats from"), self._transaction(snapshot=True) as conn:
+            return stats.rollup(conn, videos, since, until, levels)
+
+    def ledger_sums(self, beneficiary_id: str | None = None, since: pd.Timestamp | None = None,
+                    until: pd.Timestamp | None = None, video_ids: list[str] | None = None) -> pd.DataFrame:
+        """Ledger cents per (role, kind, video_id, product_id, UTC day) by beneficiary, videos and range."""
+        with self._errors("read the ledger of"), self._transaction(snapshot=True) as conn:
+            return stats.ledger_sums(conn, stats.ledger_where(beneficiary_id, since, until, video_ids))
+
+    def has_ledger_entries(self, beneficiary_id: str) -> bool:
+        """Whether any ledger entry ever paid this beneficiary (as a creator or a sharer)."""
+        with self._errors("read the ledger of"), self._engine.connect() as conn:
+            return stats.has_entries(conn, beneficiary_id)
 
     # --- ledger -------------------------------------------------------------------------------------------
 

@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feed.analytics import MIN_VIEWERS_TO_COMPARE, TOP_CASCADES, conversion, in_range, to_cents, utc
+from feed.analytics import (
+    MIN_VIEWERS_TO_COMPARE,
+    TOP_CASCADES,
+    conversion,
+    in_range,
+    to_cents,
+    utc,
+)
 from feed.attribution import LedgerRules
 from feed.store.store import EventStore
 from feed.validation import TableFile, validate_table
@@ -36,27 +43,27 @@ RANGES = [(None, None), ("2026-01-08", None), (None, "2026-01-15"), ("2026-01-07
 def edge_events(creator: str, video: str, product: str) -> pd.DataFrame:
     """Hand-made events on `creator`'s videos: refunds across a range's start, a cascade, impressions only."""
     rows = [
-        ("x01", 1.5, "xu1", video, "purchase", dict(order_id="xo1", amount=40.0, product_id=product)),
-        ("x02", 9.5, "xu1", video, "refund", dict(order_id="xo1")),  # blank: the whole order, bought before
-        ("x03", 2.5, "xu2", video, "purchase", dict(order_id="xo2", amount=30.0, product_id=product)),
-        ("x04", 3.5, "xu2", video, "refund", dict(order_id="xo2", amount=20.0)),
-        ("x05", 9.6, "xu2", video, "refund", dict(order_id="xo2", amount=20.0)),  # only 10.00 is left
-        ("x06", 11.5, "xu2", video, "refund", dict(order_id="xo2")),  # nothing is left
-        ("x07", 9.7, "xu3", video, "refund", dict(order_id="xo9", amount=5.0)),  # its purchase is not stored
-        ("x10", 4.5, "xu4", video, "view", dict(watch_ms=1000.0)),
-        ("x11", 4.6, "xu4", video, "share", dict(share_id="xs1")),
-        ("x12", 7.5, "xu5", video, "view", dict(via_share_id="xs1", watch_ms=10.0**9)),  # clipped to 1
-        ("x13", 7.6, "xu5", video, "share", dict(share_id="xs2", via_share_id="xs1")),
-        ("x14", 8.5, "xu6", video, "view", dict(via_share_id="xs2")),
-        ("x15", 8.6, "xu6", video, "share", dict(share_id="xs3", via_share_id="xs2")),
-        ("x16", 9.0, "xu7", video, "view", dict(via_share_id="xs3", watch_ms=500.0)),
-        ("x17", 9.1, "xu7", video, "purchase", dict(via_share_id="xs3", order_id="xo3", amount=25.0,
-                                                    product_id=product)),
-        ("x18", 9.2, "xu8", video, "like", dict(via_share_id="xs2")),
-        ("x20", 5.5, "xu1", "x-v-shown", "impression", dict(request_id="xr1")),
+        ("x01", 1.5, "xu1", video, "purchase", {"order_id": "xo1", "amount": 40.0, "product_id": product}),
+        ("x02", 9.5, "xu1", video, "refund", {"order_id": "xo1"}),  # blank: the whole order, bought before
+        ("x03", 2.5, "xu2", video, "purchase", {"order_id": "xo2", "amount": 30.0, "product_id": product}),
+        ("x04", 3.5, "xu2", video, "refund", {"order_id": "xo2", "amount": 20.0}),
+        ("x05", 9.6, "xu2", video, "refund", {"order_id": "xo2", "amount": 20.0}),  # only 10.00 is left
+        ("x06", 11.5, "xu2", video, "refund", {"order_id": "xo2"}),  # nothing is left
+        ("x07", 9.7, "xu3", video, "refund", {"order_id": "xo9", "amount": 5.0}),  # its purchase is not stored
+        ("x10", 4.5, "xu4", video, "view", {"watch_ms": 1000.0}),
+        ("x11", 4.6, "xu4", video, "share", {"share_id": "xs1"}),
+        ("x12", 7.5, "xu5", video, "view", {"via_share_id": "xs1", "watch_ms": 10.0**9}),  # clipped to 1
+        ("x13", 7.6, "xu5", video, "share", {"share_id": "xs2", "via_share_id": "xs1"}),
+        ("x14", 8.5, "xu6", video, "view", {"via_share_id": "xs2"}),
+        ("x15", 8.6, "xu6", video, "share", {"share_id": "xs3", "via_share_id": "xs2"}),
+        ("x16", 9.0, "xu7", video, "view", {"via_share_id": "xs3", "watch_ms": 500.0}),
+        ("x17", 9.1, "xu7", video, "purchase", {"via_share_id": "xs3", "order_id": "xo3", "amount": 25.0,
+                                                    "product_id": product}),
+        ("x18", 9.2, "xu8", video, "like", {"via_share_id": "xs2"}),
+        ("x20", 5.5, "xu1", "x-v-shown", "impression", {"request_id": "xr1"}),
         ("x21", 5.6, "xu2", "x-v-shown", "impression", {}),  # without request_id: each event counts
         ("x22", 5.7, "xu2", "x-v-shown", "impression", {}),
-        ("x30", 6.5, "xu1", "x-v-nodur", "view", dict(watch_ms=3000.0)),
+        ("x30", 6.5, "xu1", "x-v-nodur", "view", {"watch_ms": 3000.0}),
         ("x31", 6.6, "xu2", "x-v-nodur", "view", {}),
     ]
     raw = pd.DataFrame([{"event_id": e, "ts": T0 + day * DAY, "user_id": u, "video_id": v, "event": k, **extra}
