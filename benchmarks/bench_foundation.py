@@ -88,7 +88,7 @@ def main() -> None:
     world_dir = args.world or tmp / "world"
     if args.world is None:
         save_world(generate_world(WorldParams()), world_dir)
-    config = load_config(environ={})
+    config = load_config(overrides={"retriever": "als"}, environ={})  # this benchmark measures ALS (two-tower: bench_retriever.py)
     dataset = load_dataset(world_dir)
     catalog = build_catalog(dataset)
     print(f"world: {world_dir} — {len(dataset.events):,} events; config {config.digest()} "
@@ -108,7 +108,7 @@ def main() -> None:
     print(f"\nwhole `feed train` pipeline without MLflow (load, evaluate, refit 3 relations, bundle): "
           f"{time.perf_counter() - start:.1f} s")
 
-    metrics, _ = evaluate_holdout(dataset.events, catalog, config, progress=False)
+    metrics, _, _ = evaluate_holdout(dataset.events, catalog, config, progress=False)
     oracle = oracle_metrics(world_dir, dataset.events, config)
     print("\nheld-out quality (last 20% of days, full ranking, training items masked)")
     print("relation   model        recall@20   ndcg@20   recall@20 / popularity   test users")

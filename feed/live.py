@@ -140,6 +140,7 @@ class LiveUsers:
         # events strictly after the training data (the store's `since` is inclusive)
         self.since = pd.Timestamp(end) + pd.Timedelta(milliseconds=1) if end else None
         self.grams = {name: gram(als_part(rel)) for name, rel in bundle.relations.items()}
+        self._uses_tower = any(rel.mix is not None and rel.mix.kind != "als" for rel in bundle.relations.values())
         self._cache: OrderedDict[str, tuple[int, LiveUser]] = OrderedDict()
         self._cache_size, self._lock = cache_size, threading.Lock()
         self.hits = self.misses = 0
@@ -181,8 +182,7 @@ class LiveUsers:
         if events.empty:
             return LiveUser({}, np.zeros(0, dtype=np.int64), 0)
         weights = event_weights(events, self.catalog, self.weights)  # (n_events,), the same for every relation
-        vectors = {name: vector for name in self.bundle.relations
-                   if (vector := self._fold(name, row, events, weights)) is not None}
+        vectors = self.vectors(row, events, weights)
         blocked = seen_matrix(events, self.catalog, np.zeros(len(events), dtype=np.int64), 1,
                               self.full_watch_ratio).indices.astype(np.int64)
         recent, categories = self._context(events)
@@ -198,13 +198,20 @@ class LiveUsers:
         counts = np.bincount(category[category >= 0], minlength=len(self.catalog.categories)).astype(np.float32)
         return newest[newest >= 0][:RECENT].astype(np.int64), counts
 
-    def _fold(self, relation: str, row: int, events: pd.DataFrame, weights: np.ndarray) -> np.ndarray | None:
-        """Fold-in over training history plus new events; None when nothing the model knows was touched."""
+    def vectors(self, row: int, events: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every relation's refreshed user vector (relations the events do not reach are left out)."""
+        tower = self._fold_tower(row, events, weights) if self._uses_tower else None  # once for all relations
+        return {name: vector for name in self.bundle.relations
+                if (vector := self._fold(name, row, events, weights, tower)) is not None}
+
+    def _fold(self, relation: str, row: int, events: pd.DataFrame, weights: np.ndarray,
+              tower_part: np.ndarray | None = None) -> np.ndarray | None:
+        """Fold-in over training history plus new events (ALS, the user tower's `tower_part`, or both); None when
+        nothing the model knows was touched."""
         model = self.bundle.relations[relation]
         mix = model.mix
         if mix is None or mix.kind == "als":
             return self._fold_als(relation, row, events, weights)
-        tower_part = self._fold_tower(row, events, weights)
         if tower_part is None:
             return None
         if mix.kind == "two-tower":

@@ -48,11 +48,14 @@ class Tower:
         return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def fold_one(self, videos: np.ndarray, weights: np.ndarray, user_row: int = -1) -> np.ndarray:
-        """(dim,) one user's vector from video rows and their (summed) weights."""
-        matrix = sp.csr_matrix((np.asarray(weights, np.float32), (np.zeros(len(videos), np.int64),
-                                                                  np.asarray(videos, np.int64))),
-                               shape=(1, len(self.history)))
-        return self.fold(matrix, np.array([user_row]))[0]
+        """(dim,) one user's vector from distinct video rows and their summed weights (the request path's `fold`)."""
+        w = np.asarray(weights, dtype=np.float32)  # (n,)
+        pooled = (w @ self.history[np.asarray(videos, dtype=np.int64)]) / max(float(w.sum()), 1e-12)  # (dim,)
+        if 0 <= user_row < len(self.user_ids):
+            pooled = pooled + self.user_ids[user_row]
+        if not self.normalize:
+            return pooled.astype(np.float32)
+        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 
 
 @dataclass

