@@ -33,7 +33,9 @@ events = sa.Table(
     sa.UniqueConstraint("event_id", name="uq_events_event_id"),  # ingestion is idempotent by event_id
     sa.Index("ix_events_user_seq", "user_id", "seq"),
     sa.Index("ix_events_ts_seq", "ts", "seq"),  # serves ts ranges and the (ts, seq) order of events()
-    sa.Index("ix_events_video_ts", "video_id", "ts"),  # creator and merchant stats read their videos' events
+    # creator and merchant stats read their videos' events one type at a time (feed.store.stats); user_id
+    # makes distinct viewers an index-only count
+    sa.Index("ix_events_video_event_ts", "video_id", "event", "ts", "user_id"),
     # partial: most events have no order or share, and skipping their NULLs makes every insert cheaper;
     # a lookup `column = x` implies `column IS NOT NULL`, so both databases still use these indexes
     *(sa.Index(f"ix_events_{c}", c, sqlite_where=sa.text(f"{c} IS NOT NULL"),

@@ -92,11 +92,11 @@ def test_upgrade_from_empty_to_head_then_again_is_a_no_op(open_store, sample):
     with pytest.raises(StoreError, match="feed db upgrade"):
         store.check()
     assert store.revision() is None
-    assert store.upgrade() == store.head() == "0003"
-    assert store.revision() == "0003"
+    assert store.upgrade() == store.head() == "0004"
+    assert store.revision() == "0004"
     store.check()
     store.insert_events(sample.events)
-    assert store.upgrade() == "0003"
+    assert store.upgrade() == "0004"
     assert store.count("events") == len(sample.events)
 
 
@@ -117,7 +117,7 @@ def test_two_concurrent_upgrades_both_reach_head(open_store):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert results == {0: "0003", 1: "0003"}
+    assert results == {0: "0004", 1: "0004"}
     stores[0].check()
 
 
@@ -151,7 +151,7 @@ def test_check_masks_the_password_of_an_unreachable_postgres():
 
 def test_upgrade_creates_the_folder_of_a_new_sqlite_file(tmp_path):
     store = EventStore(f"sqlite:///{tmp_path / 'new' / 'feed.db'}")
-    assert store.upgrade() == "0003"
+    assert store.upgrade() == "0004"
     assert (tmp_path / "new" / "feed.db").is_file()
     store.close()
 

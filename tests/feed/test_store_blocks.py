@@ -142,9 +142,9 @@ def test_an_old_schema_names_the_upgrade(store_url):
 # --- revision 0002 ----------------------------------------------------------------------------------------
 
 
-def test_head_is_0003(store):
-    assert EventStore.head() == "0003" == store.revision()
-    assert store.upgrade() == "0003"
+def test_head_is_0004(store):
+    assert EventStore.head() == "0004" == store.revision()
+    assert store.upgrade() == "0004"
     store.check()
 
 

@@ -279,7 +279,7 @@ def test_upgrading_a_0002_store_seeds_the_rates_and_queues_every_stored_purchase
             conn.execute(sa.insert(tables.metadata.tables[name]), [dict(zip(names, r)) for r in rows])
         names, rows = to_rows(world_events, "events")
         conn.execute(sa.insert(tables.events), [dict(zip(names, r)) for r in rows])
-    assert old.upgrade() == "0003"
+    assert old.upgrade() == "0004"
     now = end_ms(world_events) + 3 * DAY_MS
     old.catch_up_ledger(RULES, now_ms=now)
     expected = expected_ledger(world_events, small_world.dataset.videos, small_world.dataset.products, RULES, now)
