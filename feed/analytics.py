@@ -27,6 +27,7 @@ The reports read a `Rollup`: counts per (video, day), distinct counts over the r
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -128,15 +129,22 @@ def ledger_sums(entries: pd.DataFrame) -> pd.DataFrame:
 
 def commission_states(sums: pd.DataFrame) -> dict[str, float]:
     """{accrued, clawed_back, settled, pending} of ledger sums (`ledger_sums` rows), in currency units."""
-    by_kind = sums["cents"].groupby(sums["kind"].to_numpy()).sum()
-    accrued, clawed, settled = (int(by_kind.get(kind, 0)) for kind in ("accrual", "clawback", "settlement"))
+    return _states(sums.groupby("kind")["cents"].sum().to_dict())
+
+
+def _states(cents: dict[str, Any]) -> dict[str, float]:
+    """commission_states of the cents per kind (accrual, clawback, settlement)."""
+    accrued, clawed, settled = (int(cents.get(kind, 0)) for kind in ("accrual", "clawback", "settlement"))
     return {"accrued": money(accrued), "clawed_back": money(-clawed), "settled": money(settled),
             "pending": money(accrued + clawed - settled)}
 
 
 def _states_by(sums: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
-    """commission_states per value of column `by`."""
-    return {str(key): commission_states(group) for key, group in sums.groupby(by, sort=True)}
+    """commission_states per value of column `by` (one groupby, not one per value)."""
+    cents: dict[str, dict[str, Any]] = {}
+    for (key, kind), total in sums.groupby([by, "kind"])["cents"].sum().items():
+        cents.setdefault(str(key), {})[kind] = total
+    return {key: _states(kinds) for key, kinds in cents.items()}
 
 
 def _by_role(sums: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -269,35 +277,38 @@ def _label(frame: pd.DataFrame, catalog: pd.DataFrame, own_product: bool = False
 def measure(f: Facts, by: str, keys: list[str]) -> pd.DataFrame:
     """Counts, watch ratio and cents per value of column `by` (one row per key, zeros when nothing happened)."""
     views, bought = f.views, f.orders
-    out = pd.DataFrame(index=pd.Index(keys, dtype="object"))
-    out["impressions"] = f.impressions.groupby(by).size()
-    out["views"] = views.groupby(by).size()
-    out["viewers"] = views.groupby(by)["user_id"].nunique()
-    out["shares"] = f.shares.groupby(by).size()
-    out["views_via_shares"] = views[views["via_share_id"].notna()].groupby(by).size()
-    _money_counts(out, bought.assign(key=bought[by]), f.refunds.assign(key=f.refunds[by]), views.assign(key=views[by]))
-    out = out.fillna(0).astype("int64")
-    out["gmv"] = out["sales"] - out["refunded"]
+    out = _table({"impressions": f.impressions.groupby(by).size(), "views": views.groupby(by).size(),
+                  "viewers": views.groupby(by)["user_id"].nunique(), "shares": f.shares.groupby(by).size(),
+                  "views_via_shares": views[views["via_share_id"].notna()].groupby(by).size(),
+                  **_money_counts(bought.assign(key=bought[by]), f.refunds.assign(key=f.refunds[by]),
+                                  views.assign(key=views[by]))}, keys)
     out["avg_watch_ratio"] = views.groupby(by)["watch_ratio"].mean()  # NaN: no view with a known ratio
     return out
 
 
-def _money_counts(out: pd.DataFrame, bought: pd.DataFrame, back: pd.DataFrame, seen: pd.DataFrame) -> None:
-    """Fill `out`'s order, buyer, converted-viewer, refund and cents columns per `key` (a column of each frame).
+def _money_counts(bought: pd.DataFrame, back: pd.DataFrame, seen: pd.DataFrame) -> dict[str, pd.Series]:
+    """The order, buyer, converted-viewer, refund and cents columns per `key` (a column of each frame).
 
     bought: orders; back: refunds with their cents; seen: (key, user_id) of the viewers (at least the buyers).
     """
-    out["purchases"] = bought.groupby("key").size()
-    out["buyers"] = bought.groupby("key")["user_id"].nunique()
-    out["purchases_via_shares"] = bought[bought["via_share_id"].notna()].groupby("key").size()
-    pairs = seen[["key", "user_id"]].drop_duplicates().merge(bought[["key", "user_id"]].drop_duplicates())
-    out["converted_viewers"] = pairs.groupby("key").size()
-    out["refunds"] = back.groupby("key")["order_id"].nunique()
-    out["sales"] = bought.groupby("key")["cents"].sum()
-    out["refunded"] = back.groupby("key")["cents"].sum()
+    viewed = set(zip(seen["key"], seen["user_id"], strict=True))
+    converted = Counter(key for key, user in set(zip(bought["key"], bought["user_id"], strict=True))
+                        if (key, user) in viewed)
+    return {"purchases": bought.groupby("key").size(), "buyers": bought.groupby("key")["user_id"].nunique(),
+            "purchases_via_shares": bought[bought["via_share_id"].notna()].groupby("key").size(),
+            "converted_viewers": pd.Series(converted, dtype="int64"),
+            "refunds": back.groupby("key")["order_id"].nunique(), "sales": bought.groupby("key")["cents"].sum(),
+            "refunded": back.groupby("key")["cents"].sum()}
 
 
-def measures_json(row: pd.Series) -> dict[str, Any]:
+def _table(columns: dict[str, pd.Series], keys: list[str]) -> pd.DataFrame:
+    """Count columns (Series by key) as one int64 row per key, zeros where missing, plus gmv = sales - refunded."""
+    out = pd.DataFrame(columns).reindex(pd.Index(keys, dtype="object")).fillna(0).astype("int64")
+    out["gmv"] = out["sales"] - out["refunded"]
+    return out
+
+
+def measures_json(row: pd.Series | dict[str, Any]) -> dict[str, Any]:
     """One measure row as JSON: counts, money in currency units, conversion with its interval."""
     out: dict[str, Any] = {name: int(row[name]) for name in COUNTS}
     out.update({name: money(row[name]) for name in CENTS})
@@ -315,7 +326,7 @@ class Rollup:
     do not add up across days or videos), and the few raw rows that orders, refunds and cascades need.
 
     `rollup` builds it from raw frames; `feed.store.EventStore.stats_rollup` has the database build the same
-    without sending a single view or impression row.
+    without sending view or impression rows (only the distinct (video, user) views of the range's buyers).
     """
 
     views: pd.DataFrame  # per (video_id, day) with views: views, views_via_shares, watched, watch_ms (`view_sums`)
@@ -366,18 +377,13 @@ def viewers_by(views: pd.DataFrame, levels: tuple[str, ...]) -> dict[str, pd.Ser
 
 def tally(r: Rollup, catalog: pd.DataFrame, by: str, keys: list[str]) -> pd.DataFrame:
     """What `measure` counts, from a rollup: per video_id, catalog column or ALL (`catalog`: videos by video_id)."""
-    out = pd.DataFrame(index=pd.Index(keys, dtype="object"))
     views = r.views.groupby(_key(r.views, catalog, by))[["views", "views_via_shares"]].sum()
-    out["impressions"] = r.impressions["impressions"].groupby(_key(r.impressions, catalog, by)).sum()
-    out["views"] = views["views"]
-    out["viewers"] = r.viewers[by]
-    out["shares"] = r.shares.groupby(_key(r.shares, catalog, by)).size()
-    out["views_via_shares"] = views["views_via_shares"]
-    own = {name: frame.assign(key=frame[by] if by in frame.columns else ALL)
-           for name, frame in (("bought", r.orders), ("back", r.refunds))}
-    _money_counts(out, own["bought"], own["back"], r.seen.assign(key=_key(r.seen, catalog, by)))
-    out = out.fillna(0).astype("int64")
-    out["gmv"] = out["sales"] - out["refunded"]
+    bought, back = (frame.assign(key=frame[by] if by in frame.columns else ALL) for frame in (r.orders, r.refunds))
+    out = _table({"impressions": r.impressions["impressions"].groupby(_key(r.impressions, catalog, by)).sum(),
+                  "views": views["views"], "viewers": r.viewers[by],
+                  "shares": r.shares.groupby(_key(r.shares, catalog, by)).size(),
+                  "views_via_shares": views["views_via_shares"],
+                  **_money_counts(bought, back, r.seen.assign(key=_key(r.seen, catalog, by)))}, keys)
     out["avg_watch_ratio"] = _watch_ratio(r.views, catalog, by)
     return out
 
@@ -492,7 +498,8 @@ def _video_rows(videos: pd.DataFrame, products: pd.DataFrame | None, r: Rollup, 
                 reach: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per video with its creator-role commission and cascade reach, best converting first."""
     table = tally(r, videos.set_index("video_id"), "video_id", videos["video_id"].astype(str).tolist())
-    paid = _states_by(earned[earned["role"] == "creator"], "video_id")
+    measured = table.to_dict("index")
+    paid, unpaid = _states_by(earned[earned["role"] == "creator"], "video_id"), _states({})
     rate = (products.set_index("product_id")["commission_rate"] if products is not None and len(products)
             else pd.Series(dtype="float64"))
     rows = []
@@ -500,8 +507,8 @@ def _video_rows(videos: pd.DataFrame, products: pd.DataFrame | None, r: Rollup, 
         row = {"video_id": video.video_id, "title": _json(video.title), "product_id": _json(video.product_id),
                "duration_ms": _json(video.duration_ms),
                "commission_rate": _json(rate.get(video.product_id)) if isinstance(video.product_id, str) else None,
-               **measures_json(table.loc[video.video_id])}
-        row["commission"] = paid.get(video.video_id, commission_states(earned.iloc[:0]))
+               **measures_json(measured[video.video_id])}
+        row["commission"] = paid.get(video.video_id, unpaid)
         row["cascade"] = video_reach(reach, video.video_id)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["conversion"]["rate"] is None, -(r["conversion"]["rate"] or 0),
@@ -556,8 +563,8 @@ def _merchant_entries(sums: pd.DataFrame, videos: pd.DataFrame, own: set[str]) -
 def _rows(table: pd.DataFrame, earned: pd.DataFrame, by: str) -> dict[str, dict[str, Any]]:
     """Measure rows as JSON with their commission (all roles), keyed by `by`."""
     paid = _states_by(earned, by)
-    empty = commission_states(earned.iloc[:0])
-    return {key: {**measures_json(row), "commission": paid.get(key, empty)} for key, row in table.iterrows()}
+    return {key: {**measures_json(row), "commission": paid.get(key, _states({}))}
+            for key, row in table.to_dict("index").items()}
 
 
 def _product_rows(products: pd.DataFrame, videos: pd.DataFrame, r: Rollup,

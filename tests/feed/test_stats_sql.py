@@ -16,17 +16,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
+from alembic import command
 
 from feed.analytics import (
+    MERCHANT_LEVELS,
     MIN_VIEWERS_TO_COMPARE,
     TOP_CASCADES,
     conversion,
+    days_of,
     in_range,
+    ledger_sums,
+    rollup,
     to_cents,
     utc,
 )
-from feed.attribution import LedgerRules
-from feed.store.store import EventStore
+from feed.attribution import DAY_MS, LedgerRules
+from feed.store.stats import utc_day
+from feed.store.store import EventStore, migration_config
 from feed.validation import TableFile, validate_table
 from serving.stats_routes import read_creator_stats, read_merchant_stats
 
@@ -50,6 +57,9 @@ def edge_events(creator: str, video: str, product: str) -> pd.DataFrame:
         ("x05", 9.6, "xu2", video, "refund", {"order_id": "xo2", "amount": 20.0}),  # only 10.00 is left
         ("x06", 11.5, "xu2", video, "refund", {"order_id": "xo2"}),  # nothing is left
         ("x07", 9.7, "xu3", video, "refund", {"order_id": "xo9", "amount": 5.0}),  # its purchase is not stored
+        ("x08", 1.2, "xu3", video, "purchase", {"order_id": "xo4", "amount": 12.0, "product_id": product}),
+        # the same order again, later: it was bought on day 1, so a range from day 8 does not buy it again
+        ("x09", 9.8, "xu3", video, "purchase", {"order_id": "xo4", "amount": 12.0, "product_id": product}),
         ("x10", 4.5, "xu4", video, "view", {"watch_ms": 1000.0}),
         ("x11", 4.6, "xu4", video, "share", {"share_id": "xs1"}),
         ("x12", 7.5, "xu5", video, "view", {"via_share_id": "xs1", "watch_ms": 10.0**9}),  # clipped to 1
@@ -195,10 +205,80 @@ def test_the_edge_cases_are_in_the_numbers(stored, world):
     nodur = next(r for r in every["videos"] if r["video_id"] == "x-v-nodur")
     assert (nodur["views"], nodur["avg_watch_ratio"]) == (2, None)
     assert stats["totals"]["refunds"] >= 3  # xo1 whole, xo2 the 10.00 left, xo9 its own 5.00
+    videos = world.videos[world.videos["creator_id"] == top]
+    assert "xo4" in set(store.stats_rollup(videos, *bounds(None, "2026-01-08")).orders["order_id"])
+    assert "xo4" not in set(store.stats_rollup(videos, *bounds("2026-01-08", None)).orders["order_id"])  # a repeat
     quiet = read_creator_stats(store, "x-quiet", None, None)
     assert quiet["videos"][0]["views"] == 0 and quiet["daily"] == [] and quiet["totals"]["impressions"] == 0
     assert read_creator_stats(store, "nobody", None, None) is None
     assert read_merchant_stats(store, "m-none", None, None) is None
+
+
+@pytest.mark.parametrize(("since", "until"), RANGES[:5])
+def test_the_database_rollup_equals_the_rollup_of_the_frames(stored, world, since, until):
+    """EventStore.stats_rollup and ledger_sums equal feed.analytics' pandas versions, piece by piece."""
+    store, entries = stored
+    since, until = bounds(since, until)
+    top = world.videos[world.videos["creator_id"] == world.creators[0]]
+    merchant = world.products.loc[world.products["merchant_id"] == world.merchants[0], "product_id"]
+    for videos, levels in ((top, ()), (world.videos[world.videos["product_id"].isin(merchant)], MERCHANT_LEVELS)):
+        got = store.stats_rollup(videos, since, until, levels)
+        want = rollup(videos, world.events, world.served, since, until, levels)
+        for name in ("views", "impressions"):
+            mine, theirs = getattr(got, name), getattr(want, name).astype(getattr(got, name).dtypes)
+            pd.testing.assert_frame_equal(sort(mine), sort(theirs))
+        assert {k: counts(v) for k, v in got.viewers.items()} == {k: counts(v) for k, v in want.viewers.items()}
+        for name in ("seen", "reached"):
+            assert pairs(getattr(got, name)) == pairs(getattr(want, name)), name
+        for name in ("orders", "refunds", "shares"):
+            columns = ["event_id", "order_id", "video_id", "product_id", "user_id", "ts"]
+            columns += ["creator_id", "cents"] if name != "shares" else ["share_id", "via_share_id"]
+            assert rows(getattr(got, name), columns) == rows(getattr(want, name), columns), name
+    mine = in_range(entries[entries["beneficiary_id"] == world.creators[0]], since, until)
+    pd.testing.assert_frame_equal(store.ledger_sums(beneficiary_id=world.creators[0], since=since, until=until),
+                                  ledger_sums(mine), check_dtype=False)
+
+
+def sort(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(list(frame.columns[:2]), ignore_index=True)  # by video_id (and day)
+
+
+def counts(series: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in series.items() if v}
+
+
+def pairs(frame: pd.DataFrame) -> set[tuple[str, ...]]:
+    return set(frame.astype(str).itertuples(index=False, name=None))
+
+
+def rows(frame: pd.DataFrame, columns: list[str]) -> list[tuple]:
+    return sorted(frame[columns].astype(str).itertuples(index=False, name=None))
+
+
+def test_days_are_floored_the_same_in_sql_and_pandas(stored):
+    """UTC days of epoch ms, also before 1970 (SQL's integer / and % truncate towards zero)."""
+    store, _ = stored
+    ms = [-DAY_MS - 1, -DAY_MS, -1, 0, DAY_MS - 1, DAY_MS, 1_767_225_600_000]
+    with store._engine.connect() as conn:
+        got = [conn.execute(sa.select(utc_day(sa.literal(m, sa.BigInteger)))).scalar_one() for m in ms]
+    assert got == days_of(pd.Series(pd.to_datetime(ms, unit="ms", utc=True))).tolist() == [-2, -1, -1, 0, 0, 1, 20454]
+
+
+def test_migration_0004_swaps_the_video_index_and_back(store_url):
+    """0003 → 0004 replaces ix_events_video_ts by ix_events_video_event_ts; the downgrade restores it."""
+    config = migration_config(url=store_url)
+    command.upgrade(config, "0003")
+    engine = sa.create_engine(store_url, poolclass=sa.pool.NullPool)
+
+    def indexes() -> set[str]:
+        return {ix["name"] for ix in sa.inspect(engine).get_indexes("events")}
+
+    assert "ix_events_video_ts" in indexes() and "ix_events_video_event_ts" not in indexes()
+    command.upgrade(config, "0004")
+    assert "ix_events_video_event_ts" in indexes() and "ix_events_video_ts" not in indexes()
+    command.downgrade(config, "0003")
+    assert "ix_events_video_ts" in indexes() and "ix_events_video_event_ts" not in indexes()
+    engine.dispose()
 
 
 # --- the oracle: the pandas computation over raw events (feed.analytics at 121dbc3, frozen) --------------------
