@@ -185,8 +185,22 @@ class CandidateSources:
         order = np.argsort(-cosine, axis=1, kind="stable")[:, :n]
         rows = np.take_along_axis(items, order, axis=1).T.ravel()  # interleaved: best of each seed first
         detail = np.tile(seeds, order.shape[1])
-        keep = (rows >= 0) & ~np.isin(rows, seeds)  # a seed is its own nearest neighbour
+        keep = (rows >= 0) & ~isin(rows, seeds)  # a seed is its own nearest neighbour
         return rows[keep].astype(np.int64), detail[keep]
+
+
+def isin(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """(len(values),) True where a value is in pool: `np.isin` for the request path's small arrays.
+
+    numpy 2.x's `np.isin` deduplicates both sides through a hash table, ~5× slower at these sizes (hundreds of
+    ids) than one sort and a binary search; a handful of ids are compared directly."""
+    if len(values) == 0 or len(pool) == 0:
+        return np.zeros(len(values), dtype=bool)
+    if len(pool) <= 8:
+        return (values[:, None] == pool[None, :]).any(axis=1)
+    pool = np.sort(pool)
+    at = np.minimum(np.searchsorted(pool, values), len(pool) - 1)
+    return pool[at] == values
 
 
 def _no_detail(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,17 +215,24 @@ def fuse(lists: dict[str, tuple[np.ndarray, np.ndarray]], config: CandidateConfi
     if not names:
         empty = np.zeros(0, dtype=np.int64)
         return Candidates(empty, np.zeros(0), empty, empty)
+    lengths = np.array([len(lists[n][0]) for n in names])
     videos = np.concatenate([lists[n][0] for n in names])
     detail = np.concatenate([lists[n][1] for n in names])
-    source = np.concatenate([np.full(len(lists[n][0]), SOURCES.index(n)) for n in names]).astype(np.int64)
-    contrib = np.concatenate([config.weights.get(n, 0.0) / (config.rrf_k + 1 + np.arange(len(lists[n][0])))
-                              for n in names])
-    keep = ~np.isin(videos, blocked)
+    source = np.repeat(np.array([SOURCES.index(n) for n in names], dtype=np.int64), lengths)
+    position = np.arange(len(videos)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # rank within its list
+    weight = np.repeat(np.array([config.weights.get(n, 0.0) for n in names], dtype=np.float64), lengths)
+    contrib = weight / (config.rrf_k + 1 + position)
+    keep = ~isin(videos, blocked)
     if hidden is not None:
         keep &= ~hidden[videos]
     videos, source, contrib, detail = videos[keep], source[keep], contrib[keep], detail[keep]
-    unique, inverse = np.unique(videos, return_inverse=True)
-    total = np.bincount(inverse, weights=contrib, minlength=len(unique))
-    best = np.lexsort((-contrib, inverse))  # per video, the largest contribution first
-    first = best[np.r_[True, inverse[best][1:] != inverse[best][:-1]]] if len(best) else best
-    return Candidates(unique, total, source[first], detail[first])
+    if len(videos) == 0:
+        return Candidates(videos, np.zeros(0), source, detail)
+    order = np.lexsort((-contrib, videos))  # by video, then its largest contribution first (ties: list order)
+    ordered = videos[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]  # (n,) each video's first entry in `order`
+    inverse = np.empty(len(videos), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    total = np.bincount(inverse, weights=contrib, minlength=int(first.sum()))  # summed in list order
+    best = order[first]
+    return Candidates(ordered[first], total, source[best], detail[best])

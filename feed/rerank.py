@@ -8,6 +8,7 @@ towards the caps) and then placed at their configured positions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,20 +47,27 @@ class Caps:
 
     def __init__(self, page: PageInput, config: PageConfig) -> None:
         self.allowed = np.ones(len(page.relevance), dtype=bool)  # (n,) may still be placed
-        self.groups = ((page.creator, config.max_per_creator), (page.product, config.max_per_product),
-                       (page.merchant, config.max_per_merchant))
-        self.counts: list[dict[int, int]] = [{}, {}, {}]  # per group kind: key -> videos placed
+        self.gate: np.ndarray | None = None  # (n,) float scores set to -inf together with `allowed` (MMR's)
+        # keys as Python lists too: one list lookup per placed video instead of a numpy scalar read
+        self.groups = tuple((keys, keys.tolist(), cap, {}) for keys, cap in (
+            (page.creator, config.max_per_creator), (page.product, config.max_per_product),
+            (page.merchant, config.max_per_merchant)))  # (keys, key list, cap, key -> videos placed)
 
     def take(self, i: int) -> None:
         """Place candidate i; close every group it fills up (one array pass only when a group fills)."""
         self.allowed[i] = False
-        for (keys, cap), counts in zip(self.groups, self.counts, strict=True):
-            key = int(keys[i])
+        if self.gate is not None:
+            self.gate[i] = -np.inf
+        for keys, values, cap, counts in self.groups:
+            key = values[i]
             if key < 0:
                 continue
-            counts[key] = counts.get(key, 0) + 1
-            if counts[key] >= cap:
-                self.allowed &= keys != key
+            placed = counts[key] = counts.get(key, 0) + 1
+            if placed >= cap:
+                full = keys == key
+                self.allowed[full] = False
+                if self.gate is not None:
+                    self.gate[full] = -np.inf
 
 
 def assemble(page: PageInput, limit: int, config: PageConfig, slots: dict[int, int]) -> list[int]:
@@ -77,20 +85,24 @@ def assemble(page: PageInput, limit: int, config: PageConfig, slots: dict[int, i
 
 
 def _mmr(page: PageInput, caps: Caps, n: int, lam: float, placed: list[int]) -> list[int]:
-    """Greedy MMR picks under the caps."""
-    relevance = _normalized(page.relevance)
-    max_sim = np.zeros(len(relevance))
-    for i in placed:
-        max_sim = np.maximum(max_sim, page.unit @ page.unit[i])
+    """Greedy MMR picks under the caps: score = λ·relevance − (1 − λ)·max_sim, −inf where a cap forbids."""
     chosen: list[int] = []
+    if n <= 0 or len(page.relevance) == 0:
+        return chosen
+    max_sim = np.zeros(len(page.relevance))
+    for i in placed:
+        np.maximum(max_sim, page.unit @ page.unit[i], out=max_sim)
+    # λ·relevance where allowed, −inf elsewhere; Caps.take keeps it in step, so a pick costs a few array ops
+    caps.gate = np.where(caps.allowed, lam * _normalized(page.relevance), -np.inf)
+    score = np.empty(len(max_sim))
     while len(chosen) < n:
-        score = np.where(caps.allowed, lam * relevance - (1.0 - lam) * max_sim, -np.inf)
-        i = int(np.argmax(score)) if len(score) else -1
-        if i < 0 or not np.isfinite(score[i]):
+        np.subtract(caps.gate, np.multiply(max_sim, 1.0 - lam, out=score), out=score)
+        i = int(score.argmax())
+        if not math.isfinite(score[i]):
             break
         chosen.append(i)
         caps.take(i)
-        max_sim = np.maximum(max_sim, page.unit @ page.unit[i])
+        np.maximum(max_sim, page.unit @ page.unit[i], out=max_sim)
     return chosen
 
 

@@ -35,6 +35,7 @@ from feed.candidates import (
     CandidateSources,
     Grouped,
     UserView,
+    isin,
 )
 from feed.cursor import Cursor, id_hashes
 from feed.dataset import Catalog
@@ -184,7 +185,7 @@ class FeedService:
         relevance, probs = self._relevance(user, cands, now_ms)
         clock.append(time.perf_counter())
         chosen = self._assemble(cands, relevance, limit)
-        items = [self._item(cands, i, relevance, probs) for i in chosen]
+        items = self._items(cands, chosen, relevance, probs)
         shown = self.hashes[cands.videos[chosen]]
         following = cursor.next(cursor.seed, shown, self.config.max_depth) if len(chosen) == limit else None
         clock.append(time.perf_counter())
@@ -245,7 +246,7 @@ class FeedService:
         categories = stats.categories_of(row, n_categories)
         recent = stats.recent_of(row)
         if state is not None and len(state.recent):
-            recent = np.concatenate([state.recent, recent[~np.isin(recent, state.recent)]])
+            recent = np.concatenate([state.recent, recent[~isin(recent, state.recent)]])
             categories[:len(state.categories)] += state.categories[:n_categories]
         fresh_vector = state is not None and "video" in state.vectors
         segment = stats.segment_of(vectors.get("video")) if fresh_vector or row < 0 else (
@@ -272,7 +273,7 @@ class FeedService:
         extra = min(len(blocked) + len(cursor.shown) + limit, MAX_EXTRA)
         cands = self.sources.gather(user, blocked, extra, self._hidden)
         if len(cursor.shown):
-            keep = ~np.isin(self.hashes[cands.videos], cursor.shown)
+            keep = ~isin(self.hashes[cands.videos], cursor.shown)
             cands = Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])
         return cands
 
@@ -284,8 +285,8 @@ class FeedService:
         creators, views, buys = self._new_creators
         arm = thompson_pick(buys, views, self.config.page.explore_prior, rng)
         videos, _ = self.sources.newest_by_creator.top(creators[arm:arm + 1], 5)
-        shown = np.isin(self.hashes[videos], cursor.shown)
-        videos = videos[~np.isin(videos, blocked) & ~self._hidden[videos] & ~shown]
+        shown = isin(self.hashes[videos], cursor.shown)
+        videos = videos[~isin(videos, blocked) & ~self._hidden[videos] & ~shown]
         if len(videos) == 0:
             return cands
         video = videos[0]
@@ -316,7 +317,7 @@ class FeedService:
         affinity = {name: self.tables.affinity(name, vector, videos) for name, vector in user.vectors.items()}
         creator = self.catalog.video_creator[videos]
         return PairContext(
-            affinity=affinity, follows=np.isin(creator, user.follows).astype(np.float32),
+            affinity=affinity, follows=isin(creator, user.follows).astype(np.float32),
             session_sim=self.tables.session_similarity(user.recent, videos),
             segment=np.full(n, user.segment, dtype=np.int64),
             category_share=self.tables.category_share(user.categories, videos),
@@ -329,7 +330,8 @@ class FeedService:
         pool = np.arange(len(relevance))
         if len(pool) > self.config.page.pool:
             top = np.argpartition(-relevance, self.config.page.pool)[:self.config.page.pool]
-            pool = np.union1d(top, np.fromiter(slots.values(), dtype=np.int64, count=len(slots)))
+            pool = np.sort(np.concatenate([top, np.fromiter(slots.values(), dtype=np.int64, count=len(slots))]))
+            pool = pool[np.r_[True, pool[1:] != pool[:-1]]]  # np.union1d without numpy 2's slow hashed unique
         chosen = assemble(self._page_input(cands.videos[pool], relevance[pool]), limit, self.config.page,
                           {pos: int(np.searchsorted(pool, i)) for pos, i in slots.items()})  # pool is sorted
         if len(chosen) < limit and len(pool) < len(relevance):
@@ -359,20 +361,35 @@ class FeedService:
                 slots[config.fresh_position] = newest
         return slots
 
-    def _item(self, cands: Candidates, i: int, relevance: np.ndarray, probs: np.ndarray) -> FeedItem:
-        """A response item for candidate i."""
-        cat, video = self.catalog, int(cands.videos[i])
-        creator, product = int(cat.video_creator[video]), int(cat.video_product[video])
-        merchant = int(cat.product_merchant[product]) if product >= 0 else -1
-        creator_id = str(cat.creators.ids[creator]) if creator >= 0 else None
-        source = SOURCES[int(cands.source[i])]
-        info = self._product(product)
-        sponsored = creator_id is not None and merchant >= 0 and str(cat.merchants.ids[merchant]) == creator_id
-        earns = info is not None and (info.commission_rate or 0.0) > 0 and not sponsored
-        predicted = dict(zip(("watch", "share", "purchase"), map(float, probs[i]), strict=True)) if len(
-            probs) else None
-        return FeedItem(str(cat.videos.ids[video]), creator_id, info, float(relevance[i]),
-                        self._reason(source, int(cands.detail[i]), creator_id), source, sponsored, earns, predicted)
+    def _items(self, cands: Candidates, chosen: list[int], relevance: np.ndarray,
+               probs: np.ndarray) -> list[FeedItem]:
+        """Response items for the chosen candidates (one gather per column, then plain Python per item)."""
+        cat, at = self.catalog, np.asarray(chosen, dtype=np.int64)
+        videos = cands.videos[at]
+        creators, products = cat.video_creator[videos], cat.video_product[videos]
+        has_product = products >= 0
+        product_rows = np.where(has_product, products, 0)
+        merchants = np.where(has_product, cat.product_merchant[product_rows], -1) if len(cat.products) else \
+            np.full(len(at), -1)
+        creator_ids = [str(c) if r >= 0 else None for r, c in zip(
+            creators.tolist(), cat.creators.ids[np.maximum(creators, 0)].tolist() if len(cat.creators) else
+            [None] * len(at), strict=True)]
+        merchant_ids = cat.merchants.ids[np.maximum(merchants, 0)].tolist() if len(cat.merchants) else [None] * len(
+            at)
+        merchants = merchants.tolist()
+        infos = self._products(products)
+        heads = probs[at].tolist() if len(probs) else None
+        items = []
+        for j, (video, source, detail, score) in enumerate(zip(
+                cat.videos.ids[videos].tolist(), cands.source[at].tolist(), cands.detail[at].tolist(),
+                relevance[at].tolist(), strict=True)):
+            creator_id, info, name = creator_ids[j], infos[j], SOURCES[source]
+            sponsored = creator_id is not None and merchants[j] >= 0 and str(merchant_ids[j]) == creator_id
+            earns = info is not None and (info.commission_rate or 0.0) > 0 and not sponsored
+            predicted = dict(zip(("watch", "share", "purchase"), heads[j], strict=True)) if heads else None
+            items.append(FeedItem(str(video), creator_id, info, score, self._reason(name, detail, creator_id), name,
+                                  sponsored, earns, predicted))
+        return items
 
     def _reason(self, source: str, detail: int, creator_id: str | None) -> str:
         """Why a candidate is on the page, in the user's words."""
@@ -384,14 +401,16 @@ class FeedService:
             return "like the video you just watched"
         return REASONS[source]
 
-    def _product(self, row: int) -> ProductInfo | None:
-        """Product info for a product row, None for -1."""
-        if row < 0:
-            return None
+    def _products(self, rows: np.ndarray) -> list[ProductInfo | None]:
+        """Product info per product row, None for -1."""
         cat = self.catalog
-        price, rate = float(cat.product_price[row]), float(cat.product_commission[row])
-        return ProductInfo(str(cat.products.ids[row]), None if np.isnan(price) else price,
-                           None if np.isnan(rate) else rate)
+        if not len(cat.products):
+            return [None] * len(rows)
+        safe = np.maximum(rows, 0)
+        return [ProductInfo(str(pid), None if price != price else price, None if rate != rate else rate)
+                if row >= 0 else None for row, pid, price, rate in zip(
+                    rows.tolist(), cat.products.ids[safe].tolist(), cat.product_price[safe].astype(np.float64).tolist(),
+                    cat.product_commission[safe].astype(np.float64).tolist(), strict=True)]
 
 
 REASONS = {

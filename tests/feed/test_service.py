@@ -167,7 +167,7 @@ def test_a_merchants_own_video_is_sponsored(bundle):
 
     sponsored_cat = replace(cat, creators=IdMap(creators))
     service = FeedService(bundle, FeedConfig(ranking="retrieval"), catalog=sponsored_cat)
-    item = service._item(_single(service, video), 0, np.zeros(1), np.zeros((0, 3)))
+    item = service._items(_single(service, video), [0], np.zeros(1), np.zeros((0, 3)))[0]
     assert item.sponsored and not item.earns_commission
 
 

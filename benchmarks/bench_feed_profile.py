@@ -1,0 +1,136 @@
+"""Where a feed's time goes, in process: µs per `FeedService.feed` and per stage on a mid-size world.
+
+Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_profile.py [--repeat 3] [--users 400]
+           [--factory IVF64,Flat --search-params nprobe=16] [--dump feeds.json] [--profile]
+
+1. The world (20,000 users × 50,000 videos, 14 days) and its ALS bundle (with ranker) are built once and cached
+   under data/generated/profile/ (delete it to rebuild). Each relation's index is then rebuilt in process as
+   `--factory` (default IVF64,Flat with nprobe=16: a search scans ~12k of the 50k videos, about what IVF1024
+   nprobe=16 scans at 1M videos in `bench_feed_scale.py`, so FAISS takes its at-scale share of the feed).
+2. `FeedService.feed` (limit 20, FAISS at one thread) for known users, unknown users and the second page of a
+   cursor (page 1 of known users), each user several times; the table prints the median and p99 µs per feed and
+   the median per stage (`Feed.timings`: candidates, ranking, page); the machines are shared, so the CPU time
+   of the process per feed (FAISS and BLAS at one thread) is printed too: it is what load does not inflate.
+3. `--dump` writes every feed's items (video, source, reason, score) to JSON, to check that an optimization
+   returns the same feeds; `--profile` runs cProfile over the known-user loop and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from feed.bundle import Bundle, load_bundle  # noqa: E402
+from feed.index import VectorIndex  # noqa: E402
+from feed.service import STAGES, Feed, FeedService  # noqa: E402
+from feed.world import WorldParams, generate_world, save_world  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent.parent / "data" / "generated" / "profile"
+PARAMS = WorldParams(users=20_000, creators=2_000, products=10_000, videos=50_000, days=14, seed=3)
+NOW_MS = None  # the stats' end: the same features in every run
+
+
+def build(folder: Path) -> Path:
+    """The cached world and bundle (built on the first run)."""
+    bundle = folder / "bundle"
+    if (bundle / "manifest.json").exists():
+        return bundle
+    from training.config import load_config
+    from training.pipeline import run_training
+    save_world(generate_world(PARAMS), folder / "world")
+    run_training(folder / "world", load_config(overrides={"retriever": "als"}, environ={}), bundle, track=False,
+                 quiet=True)
+    return bundle
+
+
+def reindex(bundle: Bundle, factory: str, search_params: str) -> None:
+    """Rebuild every relation's index over its item vectors (the bundle's own with factory 'bundle')."""
+    if factory != "bundle":
+        for rel in bundle.relations.values():
+            rel.index = VectorIndex.build(rel.item_factors, factory, search_params)
+
+
+def run(service: FeedService, calls: list[tuple[str, object]], repeat: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """(n_calls·repeat, 2) wall and CPU seconds per feed, (n, 3) stage seconds, and the last repetition's feeds."""
+    total, stages, feeds = [], [], []
+    for r in range(repeat):
+        for user, cursor in calls:
+            start, cpu = time.perf_counter(), time.process_time()
+            feed = service.feed(user, 20, cursor=cursor, seed=7, now_ms=NOW_MS, request_id="r")
+            total.append((time.perf_counter() - start, time.process_time() - cpu))
+            stages.append([feed.timings[s] for s in STAGES])
+            if r == repeat - 1:
+                feeds.append(feed)
+    return np.array(total), np.array(stages), feeds
+
+
+def second_pages(service: FeedService, users: list[str]) -> list[tuple[str, object]]:
+    """(user, cursor of page 1) for each user."""
+    from feed.cursor import Cursor
+    return [(u, Cursor.decode(service.feed(u, 20, seed=7, now_ms=NOW_MS).next_cursor)) for u in users]
+
+
+def dump(feeds: dict[str, list[Feed]], path: Path) -> None:
+    """Every feed's items as JSON (to compare two versions of the code)."""
+    out = {kind: [[(i.video_id, i.source, i.reason, round(i.score, 9), i.sponsored, i.earns_commission,
+                    i.predicted and {k: round(v, 6) for k, v in i.predicted.items()}) for i in f.items]
+                  + [f.next_cursor] for f in fs] for kind, fs in feeds.items()}
+    path.write_text(json.dumps(out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--users", type=int, default=400)
+    parser.add_argument("--factory", default="IVF64,Flat", help="'bundle' keeps the bundle's exact indexes")
+    parser.add_argument("--search-params", default="nprobe=16")
+    parser.add_argument("--dump", type=Path)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(1)
+    bundle = load_bundle(build(CACHE))
+    reindex(bundle, args.factory, args.search_params)
+    service = FeedService(bundle)
+    rng = np.random.default_rng(0)
+    known = [str(u) for u in rng.choice(bundle.users.ids, args.users, replace=False)]
+    unknown = [f"nobody-{i}" for i in range(args.users // 4)]
+    kinds = {"known user, page 0": [(u, None) for u in known], "unknown user, page 0": [(u, None) for u in unknown],
+             "known user, page 1 (cursor)": second_pages(service, known[: args.users // 2])}
+    for calls in kinds.values():
+        run(service, calls[:50], 1)  # warm-up
+    if args.profile:
+        from pyinstrument import Profiler
+        with Profiler(interval=0.0002) as profiler:
+            run(service, kinds["known user, page 0"], args.repeat)
+        profiler.print(show_all=False, short_mode=False)
+        return
+    table = Table(title=f"FeedService.feed, limit 20, {len(bundle.users):,} users × {len(bundle.catalog.videos):,} "
+                        f"videos, ranking={service.ranking}, "
+                        f"{args.factory} {args.search_params} (µs)")
+    for col in ("feeds", "median", "p99", "CPU median", *[f"{s} (median)" for s in STAGES]):
+        table.add_column(col, justify="right")
+    feeds = {}
+    for kind, calls in kinds.items():
+        total, stages, feeds[kind] = run(service, calls, args.repeat)
+        table.add_row(kind, f"{np.median(total[:, 0]) * 1e6:,.0f}", f"{np.percentile(total[:, 0], 99) * 1e6:,.0f}",
+                      f"{np.median(total[:, 1]) * 1e6:,.0f}",
+                      *[f"{np.median(stages[:, j]) * 1e6:,.0f}" for j in range(len(STAGES))])
+    Console().print(table)
+    if args.dump:
+        dump(feeds, args.dump)
+
+
+if __name__ == "__main__":
+    main()
