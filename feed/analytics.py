@@ -277,33 +277,44 @@ def _label(frame: pd.DataFrame, catalog: pd.DataFrame, own_product: bool = False
 def measure(f: Facts, by: str, keys: list[str]) -> pd.DataFrame:
     """Counts, watch ratio and cents per value of column `by` (one row per key, zeros when nothing happened)."""
     views, bought = f.views, f.orders
-    out = _table({"impressions": f.impressions.groupby(by).size(), "views": views.groupby(by).size(),
-                  "viewers": views.groupby(by)["user_id"].nunique(), "shares": f.shares.groupby(by).size(),
-                  "views_via_shares": views[views["via_share_id"].notna()].groupby(by).size(),
-                  **_money_counts(bought.assign(key=bought[by]), f.refunds.assign(key=f.refunds[by]),
-                                  views.assign(key=views[by]))}, keys)
+    counts = pd.DataFrame({"impressions": f.impressions.groupby(by).size(), "views": views.groupby(by).size(),
+                           "viewers": views.groupby(by)["user_id"].nunique(), "shares": f.shares.groupby(by).size(),
+                           "views_via_shares": views[views["via_share_id"].notna()].groupby(by).size()})
+    out = _table([counts, _money_counts(bought.assign(key=bought[by]), f.refunds.assign(key=f.refunds[by]),
+                                        views.assign(key=views[by]))], keys)
     out["avg_watch_ratio"] = views.groupby(by)["watch_ratio"].mean()  # NaN: no view with a known ratio
     return out
 
 
-def _money_counts(bought: pd.DataFrame, back: pd.DataFrame, seen: pd.DataFrame) -> dict[str, pd.Series]:
+def _money_counts(bought: pd.DataFrame, back: pd.DataFrame, seen: pd.DataFrame) -> pd.DataFrame:
     """The order, buyer, converted-viewer, refund and cents columns per `key` (a column of each frame).
 
     bought: orders; back: refunds with their cents; seen: (key, user_id) of the viewers (at least the buyers).
+    Plain counters: these frames are small, and a pandas groupby costs a millisecond each. Rows without a key
+    are left out, as groupby leaves them out.
     """
+    bought, back, seen = (frame[frame["key"].notna()] for frame in (bought, back, seen))
     viewed = set(zip(seen["key"], seen["user_id"], strict=True))
-    converted = Counter(key for key, user in set(zip(bought["key"], bought["user_id"], strict=True))
-                        if (key, user) in viewed)
-    return {"purchases": bought.groupby("key").size(), "buyers": bought.groupby("key")["user_id"].nunique(),
-            "purchases_via_shares": bought[bought["via_share_id"].notna()].groupby("key").size(),
-            "converted_viewers": pd.Series(converted, dtype="int64"),
-            "refunds": back.groupby("key")["order_id"].nunique(), "sales": bought.groupby("key")["cents"].sum(),
-            "refunded": back.groupby("key")["cents"].sum()}
+    buyers = set(zip(bought["key"], bought["user_id"], strict=True))
+    keys = bought["key"].tolist()
+    sales: Counter[Any] = Counter()
+    for key, cents in zip(keys, bought["cents"].tolist(), strict=True):
+        sales[key] += cents
+    refunded: Counter[Any] = Counter()
+    for key, cents in zip(back["key"], back["cents"].tolist(), strict=True):
+        refunded[key] += cents
+    columns = {"purchases": Counter(keys), "buyers": Counter(key for key, _ in buyers),
+               "purchases_via_shares": Counter(k for k, via in zip(keys, bought["via_share_id"].notna(), strict=True)
+                                               if via),
+               "converted_viewers": Counter(key for key, user in buyers if (key, user) in viewed),
+               "refunds": Counter(key for key, _ in set(zip(back["key"], back["order_id"], strict=True))),
+               "sales": sales, "refunded": refunded}
+    return pd.DataFrame(columns, columns=list(columns), dtype="float64")  # float: absent keys are NaN until _table
 
 
-def _table(columns: dict[str, pd.Series], keys: list[str]) -> pd.DataFrame:
-    """Count columns (Series by key) as one int64 row per key, zeros where missing, plus gmv = sales - refunded."""
-    out = pd.DataFrame(columns).reindex(pd.Index(keys, dtype="object")).fillna(0).astype("int64")
+def _table(parts: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    """Count columns (frames by key) as one int64 row per key, zeros where missing, plus gmv = sales - refunded."""
+    out = pd.concat(parts, axis=1).reindex(pd.Index(keys, dtype="object")).fillna(0).astype("int64")
     out["gmv"] = out["sales"] - out["refunded"]
     return out
 
@@ -377,34 +388,35 @@ def viewers_by(views: pd.DataFrame, levels: tuple[str, ...]) -> dict[str, pd.Ser
 
 def tally(r: Rollup, catalog: pd.DataFrame, by: str, keys: list[str]) -> pd.DataFrame:
     """What `measure` counts, from a rollup: per video_id, catalog column or ALL (`catalog`: videos by video_id)."""
-    views = r.views.groupby(_key(r.views, catalog, by))[["views", "views_via_shares"]].sum()
+    videos = _per_video(r, catalog)
+    grouped = videos.groupby(_key(videos.index.to_series(), catalog, by)).sum()
     bought, back = (frame.assign(key=frame[by] if by in frame.columns else ALL) for frame in (r.orders, r.refunds))
-    out = _table({"impressions": r.impressions["impressions"].groupby(_key(r.impressions, catalog, by)).sum(),
-                  "views": views["views"], "viewers": r.viewers[by],
-                  "shares": r.shares.groupby(_key(r.shares, catalog, by)).size(),
-                  "views_via_shares": views["views_via_shares"],
-                  **_money_counts(bought, back, r.seen.assign(key=_key(r.seen, catalog, by)))}, keys)
-    out["avg_watch_ratio"] = _watch_ratio(r.views, catalog, by)
-    return out
+    seen = r.seen.assign(key=_key(r.seen["video_id"], catalog, by))
+    out = _table([grouped[["impressions", "views", "views_via_shares", "shares"]], r.viewers[by].rename("viewers"),
+                  _money_counts(bought, back, seen)], keys)
+    ratio = grouped["ratio"] / grouped["watched"].where(grouped["watched"] > 0)
+    return out.assign(avg_watch_ratio=ratio.reindex(out.index))  # NaN: no view with a known ratio
 
 
-def _key(frame: pd.DataFrame, catalog: pd.DataFrame, by: str) -> np.ndarray:
-    """The `by` key of each row's video: its video_id, its catalog column `by`, or ALL."""
+def _per_video(r: Rollup, catalog: pd.DataFrame) -> pd.DataFrame:
+    """The rollup's additive counts per video: impressions, views, views_via_shares, shares, watched, and ratio
+    (the sum of the watched views' watch ratios, watch_ms / duration_ms)."""
+    views = r.views.groupby("video_id")[["views", "views_via_shares", "watched", "watch_ms"]].sum()
+    per = pd.concat([views, r.impressions.set_index("video_id")["impressions"],
+                     r.shares["video_id"].value_counts().rename("shares")], axis=1).fillna(0).sort_index()
+    duration = per.index.map(catalog["duration_ms"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    watched = per["watched"].to_numpy() > 0  # then duration > 0: a watch ratio needs one
+    ratio = np.divide(per["watch_ms"].to_numpy(dtype=np.float64), duration, out=np.zeros(len(per)), where=watched)
+    return per.assign(ratio=ratio)  # sorted by video: the same float sums whichever way the rollup was built
+
+
+def _key(videos: pd.Series, catalog: pd.DataFrame, by: str) -> np.ndarray:
+    """The `by` key of each video id: the id itself, its catalog column `by`, or ALL."""
     if by == "video_id":
-        return frame["video_id"].to_numpy()
+        return videos.to_numpy()
     if by == ALL:
-        return np.full(len(frame), ALL, dtype=object)
-    return frame["video_id"].map(catalog[by]).to_numpy()
-
-
-def _watch_ratio(views: pd.DataFrame, catalog: pd.DataFrame, by: str) -> pd.Series:
-    """The mean watch ratio per key: each video's ratio sum (watch_ms / duration_ms) over the views it counts."""
-    per = views.groupby("video_id")[["watched", "watch_ms"]].sum().reset_index()
-    per = per[per["watched"] > 0]
-    duration = per["video_id"].map(catalog["duration_ms"]).to_numpy(dtype=np.float64)
-    sums = per.assign(ratio=per["watch_ms"].to_numpy(dtype=np.float64) / duration).groupby(
-        _key(per, catalog, by))[["ratio", "watched"]].sum()
-    return sums["ratio"] / sums["watched"]
+        return np.full(len(videos), ALL, dtype=object)
+    return videos.map(catalog[by]).to_numpy()
 
 
 def daily(r: Rollup, earned: pd.DataFrame) -> list[dict[str, Any]]:
@@ -498,7 +510,7 @@ def _video_rows(videos: pd.DataFrame, products: pd.DataFrame | None, r: Rollup, 
                 reach: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per video with its creator-role commission and cascade reach, best converting first."""
     table = tally(r, videos.set_index("video_id"), "video_id", videos["video_id"].astype(str).tolist())
-    measured = table.to_dict("index")
+    measured, reached = table.to_dict("index"), reach.to_dict("index")
     paid, unpaid = _states_by(earned[earned["role"] == "creator"], "video_id"), _states({})
     rate = (products.set_index("product_id")["commission_rate"] if products is not None and len(products)
             else pd.Series(dtype="float64"))
@@ -509,7 +521,7 @@ def _video_rows(videos: pd.DataFrame, products: pd.DataFrame | None, r: Rollup, 
                "commission_rate": _json(rate.get(video.product_id)) if isinstance(video.product_id, str) else None,
                **measures_json(measured[video.video_id])}
         row["commission"] = paid.get(video.video_id, unpaid)
-        row["cascade"] = video_reach(reach, video.video_id)
+        row["cascade"] = video_reach(reached, video.video_id)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["conversion"]["rate"] is None, -(r["conversion"]["rate"] or 0),
                                        -r["viewers"], r["video_id"]))

@@ -8,6 +8,8 @@ every event); its purchases are the given orders (`feed.analytics.orders`) bough
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -48,40 +50,57 @@ def came_through(events: pd.DataFrame, tree: pd.DataFrame) -> pd.DataFrame:
 def per_root(tree: pd.DataFrame, reached: pd.DataFrame, bought: pd.DataFrame) -> pd.DataFrame:
     """Per root share: video_id, shares, reached_users, max_depth, purchases (orders of `bought` through it)."""
     root_of = dict(zip(tree["share_id"], tree["root_share_id"], strict=True))
-    came = reached[reached["via_share_id"].isin(list(root_of))]
-    came = came.assign(root=came["via_share_id"].map(root_of))
-    through = bought[bought["via_share_id"].isin(list(root_of))]
-    out = tree.groupby("root_share_id").agg(shares=("share_id", "size"), max_depth=("depth", "max"))
-    out["video_id"] = tree.set_index("share_id")["video_id"].reindex(out.index)
-    out["reached_users"] = came.groupby("root")["user_id"].nunique().reindex(out.index, fill_value=0)
-    out["purchases"] = through["via_share_id"].map(root_of).value_counts().reindex(out.index, fill_value=0)
-    out = out.reset_index()[["root_share_id", "video_id", "shares", "reached_users", "max_depth", "purchases"]]
-    return out.astype({c: "int64" for c in ("shares", "reached_users", "max_depth", "purchases")})
+    video_of = dict(zip(tree["share_id"], tree["video_id"], strict=True))
+    users = _users_by(reached, root_of)
+    through = Counter(root_of[via] for via in bought["via_share_id"] if via in root_of)
+    depth: dict[str, int] = {}
+    for root, level in zip(tree["root_share_id"], tree["depth"], strict=True):
+        depth[root] = max(depth.get(root, 0), int(level))
+    roots = sorted(depth)  # (n_roots,) as groupby would order them
+    shares = Counter(tree["root_share_id"])
+    return pd.DataFrame({
+        "root_share_id": pd.Series(roots, dtype="str"), "video_id": pd.Series([video_of[r] for r in roots], dtype="str"),
+        **{name: np.array(values, dtype=np.int64) for name, values in (
+            ("shares", [shares[r] for r in roots]), ("reached_users", [len(users.get(r, ())) for r in roots]),
+            ("max_depth", [depth[r] for r in roots]), ("purchases", [through[r] for r in roots]))}})
 
 
 def per_video(tree: pd.DataFrame, roots: pd.DataFrame, reached: pd.DataFrame) -> pd.DataFrame:
     """Cascade reach per video (of the root share), from `per_root` rows: cascades, shares, reached_users, …"""
     video_of = dict(zip(roots["root_share_id"], roots["video_id"], strict=True))
     root_of = dict(zip(tree["share_id"], tree["root_share_id"], strict=True))
-    came = reached[reached["via_share_id"].isin(list(root_of))]
-    out = roots.groupby("video_id").agg(cascades=("root_share_id", "size"), shares=("shares", "sum"),
-                                        max_depth=("max_depth", "max"), purchases=("purchases", "sum"))
-    group = came["via_share_id"].map(root_of).map(video_of).to_numpy()
-    out["reached_users"] = came.groupby(group)["user_id"].nunique().reindex(out.index, fill_value=0)
-    return out.astype("int64")
+    users = _users_by(reached, {link: video_of[root] for link, root in root_of.items() if root in video_of})
+    out: dict[str, list[int]] = {}  # video → [cascades, shares, max_depth, purchases]
+    for video, shares, depth, bought in zip(roots["video_id"], roots["shares"], roots["max_depth"],
+                                            roots["purchases"], strict=True):
+        row = out.setdefault(video, [0, 0, 0, 0])
+        row[0], row[1], row[2], row[3] = row[0] + 1, row[1] + shares, max(row[2], depth), row[3] + bought
+    videos = sorted(out)
+    table = pd.DataFrame([out[v] for v in videos], index=pd.Index(videos, dtype="str", name="video_id"),
+                         columns=["cascades", "shares", "max_depth", "purchases"], dtype="int64")
+    return table.assign(reached_users=np.array([len(users.get(v, ())) for v in videos], dtype=np.int64))
 
 
 def overall(tree: pd.DataFrame, reached: pd.DataFrame, bought: pd.DataFrame) -> dict[str, int]:
     """Cascade reach over every cascade of `tree` together."""
-    links = list(tree["share_id"])
+    links = set(tree["share_id"])
     return {"cascades": int(tree["root_share_id"].nunique()), "shares": len(tree),
-            "reached_users": int(reached.loc[reached["via_share_id"].isin(links), "user_id"].nunique()),
+            "reached_users": len({user for via, user in zip(reached["via_share_id"], reached["user_id"], strict=True)
+                                  if via in links}),
             "max_depth": int(tree["depth"].max()) if len(tree) else 0,
-            "purchases": int(bought["via_share_id"].isin(links).sum())}
+            "purchases": sum(via in links for via in bought["via_share_id"])}
 
 
-def video_reach(reach: pd.DataFrame, video_id: str) -> dict[str, int]:
-    """A video's row of `per_video` as JSON (zeros without shares)."""
-    if video_id not in reach.index:
-        return dict.fromkeys(REACH, 0)
-    return {name: int(reach.at[video_id, name]) for name in REACH}
+def video_reach(reach: dict[str, dict[str, int]], video_id: str) -> dict[str, int]:
+    """A video's row of `per_video` (as `to_dict("index")`) as JSON: zeros without shares."""
+    row = reach.get(video_id)
+    return dict.fromkeys(REACH, 0) if row is None else {name: int(row[name]) for name in REACH}
+
+
+def _users_by(reached: pd.DataFrame, group_of: dict[str, str]) -> dict[str, set[str]]:
+    """The distinct users of `came_through` pairs per group of their link (links without a group are left out)."""
+    users: dict[str, set[str]] = {}
+    for via, user in zip(reached["via_share_id"], reached["user_id"], strict=True):
+        if via in group_of:
+            users.setdefault(group_of[via], set()).add(user)
+    return users
