@@ -6,7 +6,8 @@ Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_retriever.py [--data DIR] 
 Without --data the default synthetic world is generated (5,000 users, seed 0, as `make demo`). For each
 retriever, one `run_training` (no MLflow): the held-out Recall@20 / NDCG@20 per relation of what the bundle
 serves (its FAISS vectors) next to ALS and popularity, the training time, and what `auto` chose. Then, in the
-same process and on the same users, the serving costs: a new user's vectors from 5 events (`LiveUsers.compute`:
+same process and on the same users, the serving costs (timed in turn, user by user, so that other load
+weighs on every retriever alike): a new user's vectors from 5 events (`LiveUsers.compute`:
 ALS fold-in, the numpy user tower, or both), the three relations' vectors alone, and a whole feed (`FeedService.feed`)
 for known users and for new users with history. Medians over `--users` users.
 """
@@ -65,51 +66,56 @@ def new_users(bundle: Bundle, n: int, seed: int = 0) -> pd.DataFrame:
         "via_share_id": None, "share_id": None})
 
 
-def median_us(fn, items) -> float:
-    """Median microseconds of fn(item) over the items (after one warm-up call)."""
-    fn(items[0])
-    times = []
-    for item in items:
-        start = time.perf_counter()
-        fn(item)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e6)
-
-
-def serving_costs(bundle: Bundle, n: int) -> dict[str, float]:
-    """Median µs: new-user state, one relation's vector, and feeds for known and new users."""
+def serving_probes(bundle: Bundle, n: int) -> dict[str, tuple]:
+    """Per measure, a function and its n inputs: new-user state and vectors, feeds for known and new users."""
     events = new_users(bundle, n)
     live = LiveUsers(bundle, bundle.catalog, Events(events))
     groups = [g for _, g in events.groupby("user_id", sort=False)]
     weights = [event_weights(g, bundle.catalog, live.weights) for g in groups]
-    plain = FeedService(bundle)
-    with_live = FeedService(bundle, live=live)
-    known = [str(u) for u in bundle.users.ids[:n]]
-    newcomers = [f"newcomer-{u}" for u in range(n)]
+    plain, with_live = FeedService(bundle), FeedService(bundle, live=live)
     return {
-        "new user state (all relations)": median_us(lambda g: live.compute(g, -1), groups),
-        "user vectors only (3 relations)": median_us(lambda i: live.vectors(-1, groups[i], weights[i]),
-                                                      list(range(n))),
-        "feed, known user": median_us(lambda u: plain.feed(u, limit=20, seed=1), known),
-        "feed, new user with history": median_us(lambda u: with_live.feed(u, limit=20, seed=1), newcomers),
+        "new user state (all relations)": (lambda g: live.compute(g, -1), groups),
+        "user vectors only (3 relations)": (lambda i: live.vectors(-1, groups[i], weights[i]), list(range(n))),
+        "feed, known user": (lambda u: plain.feed(u, limit=20, seed=1), [str(u) for u in bundle.users.ids[:n]]),
+        "feed, new user with history": (lambda u: with_live.feed(u, limit=20, seed=1),
+                                         [f"newcomer-{u}" for u in range(n)]),
     }
 
 
-def run(data: Path, retrievers: list[str], n_users: int, console: Console) -> dict[str, dict]:
-    """Train once per retriever and measure; returns the results by retriever."""
-    results = {}
+def interleaved_medians(probes: dict[str, dict[str, tuple]]) -> dict[str, dict[str, float]]:
+    """Median µs per retriever and measure, timing the retrievers in turn on each input (so that whatever else
+    the machine does weighs on all of them alike)."""
+    times: dict[str, dict[str, list[float]]] = {r: {m: [] for m in p} for r, p in probes.items()}
+    first = next(iter(probes.values()))
+    for measure in first:
+        for fn, inputs in (p[measure] for p in probes.values()):
+            fn(inputs[0])  # warm-up
+        for i in range(len(first[measure][1])):
+            for retriever, p in probes.items():
+                fn, inputs = p[measure]
+                start = time.perf_counter()
+                fn(inputs[i])
+                times[retriever][measure].append(time.perf_counter() - start)
+    return {r: {m: float(np.median(v) * 1e6) for m, v in per.items()} for r, per in times.items()}
+
+
+def run(data: Path, retrievers: list[str], n_users: int, console: Console, work: Path) -> dict[str, dict]:
+    """Train once per retriever, then measure the serving costs of all of them interleaved."""
+    results, probes = {}, {}
     for retriever in retrievers:
         config = load_config(overrides={"retriever": retriever}, environ={})
-        with tempfile.TemporaryDirectory() as tmp:
-            console.print(f"training with retriever: {retriever} …")
-            start = time.perf_counter()
-            result = run_training(data, config, Path(tmp) / "bundle", track=False, quiet=True)
-            seconds = time.perf_counter() - start
-            bundle = load_bundle(Path(tmp) / "bundle")
-            costs = serving_costs(bundle, n_users)
-        results[retriever] = {"train_seconds": seconds, "metrics": result.metrics, "costs": costs,
+        console.print(f"training with retriever: {retriever} …")
+        start = time.perf_counter()
+        result = run_training(data, config, work / retriever, track=False, quiet=True)
+        seconds = time.perf_counter() - start
+        bundle = load_bundle(work / retriever)
+        probes[retriever] = serving_probes(bundle, n_users)
+        results[retriever] = {"train_seconds": seconds, "metrics": result.metrics,
                               "kinds": bundle.manifest["retriever"]["kinds"],
                               "weights": bundle.manifest["retriever"]["weights"]}
+    console.print("timing the serving path, retrievers interleaved …")
+    for retriever, costs in interleaved_medians(probes).items():
+        results[retriever]["costs"] = costs
     return results
 
 
@@ -160,7 +166,7 @@ def main() -> None:
         if data is None:
             data = Path(tmp) / "world"
             save_world(generate_world(WorldParams()), data, "parquet")
-        results = run(data, args.retrievers.split(","), args.users, console)
+        results = run(data, args.retrievers.split(","), args.users, console, Path(tmp))
     print_tables(results, Console())
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))
