@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import orjson
 from pydantic import BaseModel, Field
 
 from feed.service import Feed, FeedItem
@@ -69,6 +70,27 @@ def _item(item: FeedItem) -> FeedItemOut:
     return FeedItemOut(video_id=item.video_id, creator_id=item.creator_id, product=product, score=item.score,
                        reason=item.reason, source=item.source, sponsored=item.sponsored,
                        earns_commission=item.earns_commission, predicted=predicted)
+
+
+def feed_json(feed: Feed) -> bytes:
+    """The JSON body of `FeedOut.from_feed(feed)`, built directly: validating ~60 nested models per response
+    only to serialize them again cost more than the page assembly. Same keys in the same order and the same
+    values (orjson writes non-finite floats as null, as pydantic does)."""
+    body = {"request_id": feed.request_id, "user_id": feed.user_id, "model_version": feed.model_version,
+            "cold_start": feed.cold_start, "ranking": feed.ranking, "seed": feed.seed,
+            "next_cursor": feed.next_cursor, "items": [_item_body(i) for i in feed.items]}
+    return orjson.dumps(body)
+
+
+def _item_body(item: FeedItem) -> dict[str, object]:
+    """One item of `feed_json`, in FeedItemOut's field order."""
+    product, predicted = item.product, item.predicted
+    return {"video_id": item.video_id, "creator_id": item.creator_id,
+            "product": None if product is None else {"product_id": product.product_id, "price": product.price,
+                                                     "commission_rate": product.commission_rate},
+            "score": item.score, "reason": item.reason, "source": item.source, "sponsored": item.sponsored,
+            "earns_commission": item.earns_commission,
+            "predicted": None if predicted is None else {k: predicted[k] for k in ("watch", "share", "purchase")}}
 
 
 class Health(BaseModel):
