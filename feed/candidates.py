@@ -103,7 +103,7 @@ class CandidateSources:
         popularity[:len(bundle.popularity)] = bundle.popularity
         # within a creator or product, videos added after training come first: they have no vector of their own
         fresh_first = popularity + (np.arange(n_videos) >= len(bundle.popularity)) * (popularity.max(initial=0) + 1)
-        published = np.nan_to_num(catalog.video_published_ms, nan=-np.inf)  # (n_videos,)
+        self.published = published = np.nan_to_num(catalog.video_published_ms, nan=-np.inf)  # (n_videos,)
         self.by_creator = Grouped(catalog.video_creator, len(catalog.creators), fresh_first)
         self.by_product = Grouped(catalog.video_product, len(catalog.products), fresh_first)
         self.newest_by_creator = Grouped(catalog.video_creator, len(catalog.creators), published)

@@ -22,6 +22,10 @@ FEATURES: tuple[str, ...] = (
     "commission_rate", "log_age_days", "category_share", "log_user_activity", "has_views",
 )
 UNKNOWN_AGE_DAYS = 365.0
+# features that depend on the video alone: one (n_videos, len(STATIC)) table, gathered once per request
+STATIC: tuple[str, ...] = ("log_views", "log_trend", "watch_prior", "share_prior", "buy_prior", "creator_buy_prior",
+                           "log_price", "has_price", "commission_rate", "has_views")
+_STATIC_COLUMNS = np.array([FEATURES.index(name) for name in STATIC])
 
 
 @dataclass
@@ -58,6 +62,9 @@ class FeatureTables:
         self.category = catalog.video_category(np.arange(n))  # (n_videos,)
         self._product_arrays(catalog)
         self.unit_video = _unit(item_factors["video"]) if "video" in item_factors else np.zeros((0, 1), np.float32)
+        self.static = np.column_stack([  # (n_videos, len(STATIC)) float32, in STATIC order
+            self.log_views, self.log_trend, self.watch_prior, self.share_prior, self.buy_prior, self.creator_buy_prior,
+            np.log1p(self.price), self.has_price, self.commission, self.has_views]).astype(np.float32)
 
     def _creator_prior(self, counts: dict[str, np.ndarray], strength: float) -> np.ndarray:
         """(n_videos,) the smoothed purchase rate per view of each video's creator."""
@@ -90,9 +97,10 @@ class FeatureTables:
             return np.zeros(len(videos), dtype=np.float32)
         items = self.items_of(relation, videos)
         known = (items >= 0) & (items < len(factors))
-        gathered = factors[np.where(known, items, 0)]  # (n, dim)
+        everything = bool(known.all())  # the usual case: skip both masks
+        gathered = factors[items if everything else np.where(known, items, 0)]  # (n, dim)
         dots = gathered @ vectors if vectors.ndim == 1 else np.einsum("ij,ij->i", gathered, vectors)
-        return np.where(known, dots, 0.0).astype(np.float32)
+        return (dots if everything else np.where(known, dots, 0.0)).astype(np.float32)
 
     def items_of(self, relation: str, videos: np.ndarray) -> np.ndarray:
         """The relation's item row of each video (-1 where it has none)."""
@@ -141,17 +149,16 @@ class FeatureTables:
         """(n, len(FEATURES)) float32 features of the pairs (videos[i], pair i's user)."""
         published = self.catalog.video_published_ms[videos]
         age = np.where(np.isfinite(published), np.maximum(now_ms - published, 0.0) / DAY_MS, UNKNOWN_AGE_DAYS)
-        columns = (
-            pairs.affinity.get("video", 0.0), pairs.affinity.get("creator", 0.0), pairs.affinity.get("product", 0.0),
-            pairs.follows, pairs.session_sim, self.log_views[videos], self.log_trend[videos],
-            self.watch_prior[videos], self.share_prior[videos], self.buy_prior[videos],
-            self.creator_buy_prior[videos], self.segment_prior(pairs.segment, videos),
-            np.log1p(self.price[videos]), self.has_price[videos], self.commission[videos], np.log1p(age),
-            pairs.category_share, np.log1p(pairs.activity), self.has_views[videos],
-        )
         out = np.empty((len(videos), len(FEATURES)), dtype=np.float32)
-        for j, column in enumerate(columns):
-            out[:, j] = column
+        out[:, _STATIC_COLUMNS] = self.static[videos]
+        columns = {
+            "aff_video": pairs.affinity.get("video", 0.0), "aff_creator": pairs.affinity.get("creator", 0.0),
+            "aff_product": pairs.affinity.get("product", 0.0), "follows": pairs.follows,
+            "session_sim": pairs.session_sim, "segment_buy_prior": self.segment_prior(pairs.segment, videos),
+            "log_age_days": np.log1p(age), "category_share": pairs.category_share,
+            "log_user_activity": np.log1p(pairs.activity)}
+        for name, column in columns.items():
+            out[:, FEATURES.index(name)] = column
         return out
 
 

@@ -47,27 +47,24 @@ class Caps:
 
     def __init__(self, page: PageInput, config: PageConfig) -> None:
         self.allowed = np.ones(len(page.relevance), dtype=bool)  # (n,) may still be placed
-        self.gate: np.ndarray | None = None  # (n,) float scores set to -inf together with `allowed` (MMR's)
+        self.gate: np.ndarray | None = None  # (n,) MMR's λ·relevance, −inf where closed; replaces `allowed` once set
         # keys as Python lists too: one list lookup per placed video instead of a numpy scalar read
         self.groups = tuple((keys, keys.tolist(), cap, {}) for keys, cap in (
             (page.creator, config.max_per_creator), (page.product, config.max_per_product),
             (page.merchant, config.max_per_merchant)))  # (keys, key list, cap, key -> videos placed)
 
     def take(self, i: int) -> None:
-        """Place candidate i; close every group it fills up (one array pass only when a group fills)."""
-        self.allowed[i] = False
-        if self.gate is not None:
-            self.gate[i] = -np.inf
+        """Place candidate i; close every group it fills up (one array pass only when a group fills). Once MMR
+        has set `gate`, only the gate is kept up to date (`allowed` is not read after that)."""
+        target, closed = (self.allowed, False) if self.gate is None else (self.gate, -np.inf)
+        target[i] = closed
         for keys, values, cap, counts in self.groups:
             key = values[i]
             if key < 0:
                 continue
             placed = counts[key] = counts.get(key, 0) + 1
             if placed >= cap:
-                full = keys == key
-                self.allowed[full] = False
-                if self.gate is not None:
-                    self.gate[full] = -np.inf
+                target[keys == key] = closed
 
 
 def assemble(page: PageInput, limit: int, config: PageConfig, slots: dict[int, int]) -> list[int]:

@@ -342,8 +342,12 @@ class FeedService:
         """The arrays page assembly needs."""
         cat, unit = self.catalog, self.tables.unit_video
         known = videos < len(unit)
-        vectors = np.where(known[:, None], unit[np.where(known, videos, 0)], 0.0) if len(unit) else np.zeros(
-            (len(videos), 1))
+        if not len(unit):
+            vectors = np.zeros((len(videos), 1))
+        elif known.all():  # the usual case: no video added since training among them
+            vectors = unit[videos]
+        else:
+            vectors = np.where(known[:, None], unit[np.where(known, videos, 0)], 0.0)
         return PageInput(relevance, cat.video_creator[videos], cat.video_product[videos],
                          cat.video_merchant(videos), vectors)
 
@@ -354,7 +358,7 @@ class FeedService:
         if config.new_creator_slot and len(new) and config.new_creator_position < limit:
             slots[config.new_creator_position] = int(new[0])
         if config.fresh_slot and config.fresh_position < limit and len(cands.videos):
-            published = np.nan_to_num(self.catalog.video_published_ms[cands.videos], nan=-np.inf)
+            published = self.sources.published[cands.videos]  # a copy: −inf where unknown
             published[list(slots.values())] = -np.inf
             newest = int(np.argmax(published))
             if np.isfinite(published[newest]):
