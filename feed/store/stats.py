@@ -44,7 +44,8 @@ def rollup(conn: sa.Connection, videos: pd.DataFrame, since: pd.Timestamp | None
         viewers={level: _viewers(conn, ids, since, until, level) for level in ("video_id", analytics.ALL, *levels)},
         seen=_seen(conn, ids, since, until, sorted(set(bought["user_id"].astype(str)))),
         shares=rows[rows["event"] == "share"].reset_index(drop=True),
-        reached=_reached(conn, ids, since, until), orders=bought, refunds=back)
+        reached=_reached(conn, ids, since, until, sorted(set(rows["share_id"].dropna().astype(str)))),
+        orders=bought, refunds=back)
 
 
 def ledger_sums(conn: sa.Connection, where: Iterable[sa.ColumnElement[bool]]) -> pd.DataFrame:
@@ -159,33 +160,36 @@ def _seen(conn: sa.Connection, ids: list[str], since: pd.Timestamp | None, until
     return pd.DataFrame([p for chunk in pairs for p in chunk], columns=["video_id", "user_id"], dtype="str")
 
 
-def _reached(conn: sa.Connection, ids: list[str], since: pd.Timestamp | None,
-             until: pd.Timestamp | None) -> pd.DataFrame:
-    """Distinct (via_share_id, user_id) of the range's events that came through one of its share links."""
-    ev, made = tables.events, tables.events.alias("made")
-    links = sa.select(made.c.share_id).where(made.c.event == "share", made.c.share_id.is_not(None),
-                                             *_on(made, ids, since, until))
-    stmt = (sa.select(ev.c.via_share_id, ev.c.user_id).distinct()
-            .where(ev.c.via_share_id.in_(links), *_on(ev, ids, since, until)))
-    return pd.DataFrame(conn.execute(stmt).all(), columns=["via_share_id", "user_id"], dtype="str")
+def _reached(conn: sa.Connection, ids: list[str], since: pd.Timestamp | None, until: pd.Timestamp | None,
+             links: list[str]) -> pd.DataFrame:
+    """Distinct (via_share_id, user_id) of the range's events that came through one of its share links.
+
+    The links are a list (the share rows are read already), so that both databases look them up by
+    ix_events_via_share_id whatever their statistics say; a subquery let PostgreSQL without statistics (a
+    freshly loaded table) scan the videos' events instead, 60x slower."""
+    ev = tables.events
+    pairs = [conn.execute(sa.select(ev.c.via_share_id, ev.c.user_id).distinct().where(
+        ev.c.via_share_id.in_(chunk), *_on(ev, ids, since, until))).all() for chunk in _chunks(links)]
+    return pd.DataFrame([p for chunk in pairs for p in chunk], columns=["via_share_id", "user_id"], dtype="str")
 
 
 def _event_rows(conn: sa.Connection, ids: list[str], since: pd.Timestamp | None,
                 until: pd.Timestamp | None) -> pd.DataFrame:
     """The range's shares, purchases and refunds on these videos, canonical, plus the earlier purchases and
-    refunds of its orders (what a refund takes back depends on them), in (ts, seq) order."""
+    refunds of its orders (what a refund takes back depends on them), in (ts, event_id) order."""
     ev = tables.events
     select = sa.select(*(ev.c[c.name] for c in COLUMNS["events"]))
-    rows = fetch_frame(conn, select.where(ev.c.event.in_(ROW_EVENTS), *_on(ev, ids, since, until))
-                       .order_by(ev.c.ts, ev.c.seq), "events")
+    # no ORDER BY: ordered by (ts, seq), PostgreSQL may walk ix_events_ts_seq through every video's events
+    rows = fetch_frame(conn, select.where(ev.c.event.in_(ROW_EVENTS), *_on(ev, ids, since, until)), "events")
     money = rows.loc[rows["event"].isin(analytics.MONEY), "order_id"].dropna().unique().tolist()
     if since is None or not money:
-        return rows
-    earlier = pd.concat([fetch_frame(conn, select.where(  # by ix_events_order_id: a few rows per order
-        ev.c.order_id.in_(chunk), ev.c.event.in_(analytics.MONEY), ev.c.ts < _ms(since)), "events")
+        return rows.sort_values(["ts", "event_id"], ignore_index=True)
+    # by ix_events_order_id, or the videos' earlier purchases and refunds in ix_events_video_event_ts: with
+    # the order ids alone, PostgreSQL without statistics scanned the whole table
+    earlier = pd.concat([fetch_frame(conn, select.where(
+        ev.c.order_id.in_(chunk), ev.c.event.in_(analytics.MONEY), *_on(ev, ids, None, since)), "events")
         for chunk in _chunks(sorted(money))], ignore_index=True)
-    earlier = earlier[earlier["video_id"].isin(ids)]
-    return pd.concat([earlier, rows], ignore_index=True).sort_values("ts", kind="stable", ignore_index=True)
+    return pd.concat([earlier, rows], ignore_index=True).sort_values(["ts", "event_id"], ignore_index=True)
 
 
 def _ms(bound: pd.Timestamp) -> int:
