@@ -5,7 +5,7 @@ concurrent asyncio clients spread over both replicas, for --seconds. Prints requ
 error count, and each replica's memory (RSS) after the warm-up and at the end: a soak passes when no replica grows
 by more than 10 %.
 
-Usage: python benchmarks/bench_load.py [--seconds 60] [--clients 8] [--users 5000] [--postgres URL]
+Usage: python benchmarks/bench_load.py [--seconds 60] [--clients 8] [--users 5000] [--sample 60] [--postgres URL]
        python benchmarks/bench_load.py --seconds 600   # the 10-minute soak
 """
 
@@ -192,6 +192,17 @@ def report(traffic: Traffic, seconds: float, memory: list[tuple[float, float]], 
                       f"({growth:+.1%}) {verdict}")
 
 
+def print_samples(samples: list[list[float]], every: float) -> None:
+    """RSS of each replica over the run: a leak keeps climbing, a cache or allocator settles."""
+    table = Table(title="RSS (MiB) during the run")
+    table.add_column("seconds", justify="right")
+    for i in range(len(samples[0])):
+        table.add_column(f"replica {i}", justify="right")
+    for k, row in enumerate(samples):
+        table.add_row(f"{k * every:.0f}", *[f"{v:.0f}" for v in row])
+    Console().print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60)
@@ -199,6 +210,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--pool", type=int, default=2000, help="Users the clients act as.")
+    parser.add_argument("--sample", type=float, default=60, help="Seconds between RSS samples during the run.")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,9 +230,13 @@ def main() -> None:
             traffic.latency.clear()
             traffic.errors.clear()
             start = [rss_mib(p.pid) for p, _ in replicas]
-            asyncio.run(run_load(traffic, args.clients, args.seconds))
-            end = [rss_mib(p.pid) for p, _ in replicas]
+            samples = [start]
+            for _ in range(max(1, round(args.seconds / args.sample))):  # RSS after every --sample seconds
+                asyncio.run(run_load(traffic, args.clients, args.seconds / max(1, round(args.seconds / args.sample))))
+                samples.append([rss_mib(p.pid) for p, _ in replicas])
+            end = samples[-1]
             report(traffic, args.seconds, list(zip(start, end, strict=True)), args)
+            print_samples(samples, args.seconds / (len(samples) - 1))
         finally:
             for proc, _ in replicas:
                 proc.terminate()
