@@ -84,6 +84,8 @@ class Grouped:
     def top(self, owners: np.ndarray, per_owner: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to `per_owner` videos of each owner, owners in the given order, and each video's position in
         `owners`; owners out of range (-1, or added after this grouping) are skipped."""
+        if len(owners) == 1:  # one creator (the new-creator slot, a user's own videos): two slices, no passes
+            return self._top_one(int(owners[0]), per_owner)
         position = np.flatnonzero((owners >= 0) & (owners < len(self.indptr) - 1))
         owners = owners[position]
         starts = self.indptr[owners]  # (n_owners,)
@@ -91,6 +93,15 @@ class Grouped:
         ends = np.cumsum(counts)
         offsets = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
         return self.videos[np.repeat(starts, counts) + offsets], np.repeat(position, counts)
+
+
+    def _top_one(self, owner: int, per_owner: int) -> tuple[np.ndarray, np.ndarray]:
+        """`top` for a single owner."""
+        if not 0 <= owner < len(self.indptr) - 1:
+            return self.videos[:0].copy(), np.zeros(0, dtype=np.int64)
+        lo = int(self.indptr[owner])
+        hi = min(int(self.indptr[owner + 1]), lo + per_owner)
+        return self.videos[lo:hi].copy(), np.zeros(hi - lo, dtype=np.int64)
 
 
 class CandidateSources:
