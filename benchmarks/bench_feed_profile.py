@@ -27,15 +27,15 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import faiss
+import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-from feed.bundle import Bundle, load_bundle  # noqa: E402
-from feed.index import VectorIndex  # noqa: E402
-from feed.service import STAGES, Feed, FeedService  # noqa: E402
-from feed.world import WorldParams, generate_world, save_world  # noqa: E402
+from feed.bundle import Bundle, load_bundle
+from feed.index import VectorIndex
+from feed.service import STAGES, Feed, FeedService
+from feed.world import WorldParams, generate_world, save_world
 
 CACHE = Path(__file__).resolve().parent.parent / "data" / "generated" / "profile"
 PARAMS = WorldParams(users=20_000, creators=2_000, products=10_000, videos=50_000, days=14, seed=3)

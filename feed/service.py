@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 import zlib
@@ -411,7 +412,7 @@ class FeedService:
         if not len(cat.products):
             return [None] * len(rows)
         safe = np.maximum(rows, 0)
-        return [ProductInfo(str(pid), None if price != price else price, None if rate != rate else rate)
+        return [ProductInfo(str(pid), None if math.isnan(price) else price, None if math.isnan(rate) else rate)
                 if row >= 0 else None for row, pid, price, rate in zip(
                     rows.tolist(), cat.products.ids[safe].tolist(), cat.product_price[safe].astype(np.float64).tolist(),
                     cat.product_commission[safe].astype(np.float64).tolist(), strict=True)]
