@@ -13,10 +13,11 @@ question and must agree (the script checks):
   the same report code over a rollup built in pandas).
 
 PostgreSQL stores are ANALYZEd after loading, as autovacuum would have done in service (SQLite stores are not:
-the service never runs ANALYZE on them). Latency: the two paths alternate, --repeat calls per creator each; median and p99 over all calls. Memory: one
-more call per creator under tracemalloc (Python and numpy allocations; Arrow's buffers while fetching are not
-traced); the largest peak over the creators. Rows: what the database sent for the busiest creator. Loading
-the world also gives the insert rate at each revision (50,000-event batches, ledger queue included).
+the service never runs ANALYZE on them). Latency: the two paths alternate, --repeat calls per creator each;
+median and p99 over all calls. Memory: one more call per creator under tracemalloc (Python and numpy
+allocations; Arrow's buffers while fetching are not traced); the largest peak over the creators. Rows: what
+the database sent for the busiest creator. Loading the world also gives the insert rate at each revision
+(50,000-event batches, ledger queue included).
 
 Usage: python benchmarks/bench_stats.py [--creators 20] [--repeat 3] [--postgres URL | --no-postgres]
 """

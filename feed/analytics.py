@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from feed.cascades import (
+    as_lists,
     came_through,
     overall,
     per_root,
@@ -294,22 +295,25 @@ def _money_counts(bought: pd.DataFrame, back: pd.DataFrame, seen: pd.DataFrame) 
     are left out, as groupby leaves them out.
     """
     bought, back, seen = (frame[frame["key"].notna()] for frame in (bought, back, seen))
-    viewed = set(zip(seen["key"], seen["user_id"], strict=True))
-    buyers = set(zip(bought["key"], bought["user_id"], strict=True))
-    keys = bought["key"].tolist()
-    sales: Counter[Any] = Counter()
-    for key, cents in zip(keys, bought["cents"].tolist(), strict=True):
-        sales[key] += cents
-    refunded: Counter[Any] = Counter()
-    for key, cents in zip(back["key"], back["cents"].tolist(), strict=True):
-        refunded[key] += cents
+    keys, users, cents, via = as_lists(bought.assign(via=bought["via_share_id"].notna()), "key", "user_id", "cents",
+                                       "via")
+    back_keys, orders_back, cents_back = as_lists(back, "key", "order_id", "cents")
+    viewed = set(zip(*as_lists(seen, "key", "user_id"), strict=True))
+    buyers = set(zip(keys, users, strict=True))
     columns = {"purchases": Counter(keys), "buyers": Counter(key for key, _ in buyers),
-               "purchases_via_shares": Counter(k for k, via in zip(keys, bought["via_share_id"].notna(), strict=True)
-                                               if via),
+               "purchases_via_shares": Counter(key for key, shared in zip(keys, via, strict=True) if shared),
                "converted_viewers": Counter(key for key, user in buyers if (key, user) in viewed),
-               "refunds": Counter(key for key, _ in set(zip(back["key"], back["order_id"], strict=True))),
-               "sales": sales, "refunded": refunded}
+               "refunds": Counter(key for key, _ in set(zip(back_keys, orders_back, strict=True))),
+               "sales": _sums(keys, cents), "refunded": _sums(back_keys, cents_back)}
     return pd.DataFrame(columns, columns=list(columns), dtype="float64")  # float: absent keys are NaN until _table
+
+
+def _sums(keys: list[Any], values: list[int]) -> Counter[Any]:
+    """The values summed per key."""
+    out: Counter[Any] = Counter()
+    for key, value in zip(keys, values, strict=True):
+        out[key] += value
+    return out
 
 
 def _table(parts: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
