@@ -127,6 +127,7 @@ def _b64decode(text: str) -> bytes:
 
 
 # ---------------------------------------------------------------- FastAPI dependencies
+# (async def: they never block, so FastAPI runs them inline instead of in its thread pool)
 
 SettingsIn = Annotated[ServingSettings, Depends(get_settings)]
 AuthorizationIn = Annotated[str | None, Header(include_in_schema=False)]
@@ -171,13 +172,13 @@ def warn_if_open(settings: ServingSettings) -> None:
         log.warning("creator tokens are signed with the development placeholder: set FEED_SERVE_TOKEN_SECRET")
 
 
-def require_app(settings: SettingsIn, authorization: AuthorizationIn = None) -> None:
+async def require_app(settings: SettingsIn, authorization: AuthorizationIn = None) -> None:
     """Feed and event routes: an app key or the admin token (open in development when no app key is set)."""
     if not app_routes_open(settings):
         _require_app_key(settings, bearer(authorization))
 
 
-def require_backend(settings: SettingsIn, authorization: AuthorizationIn = None) -> None:
+async def require_backend(settings: SettingsIn, authorization: AuthorizationIn = None) -> None:
     """Routes the app's backend calls (blocks): an app key or the admin token, in every environment."""
     _require_app_key(settings, bearer(authorization), merchants_forbidden=True)
 
@@ -193,7 +194,7 @@ def _require_app_key(settings: ServingSettings, token: str | None, merchants_for
     raise HTTPException(401, detail="unknown API key", headers=CHALLENGE)
 
 
-def creator_access(creator_id: Annotated[str, Path()], settings: SettingsIn, authorization: AuthorizationIn = None,
+async def creator_access(creator_id: Annotated[str, Path()], settings: SettingsIn, authorization: AuthorizationIn = None,
                    token: Annotated[str | None, Query(include_in_schema=False)] = None) -> str:
     """The creator id when the caller is the admin or holds that creator's token (header, or ?token=)."""
     given = bearer(authorization)
@@ -212,7 +213,7 @@ def creator_access(creator_id: Annotated[str, Path()], settings: SettingsIn, aut
     return creator_id
 
 
-def merchant_access(merchant_id: Annotated[str, Path()], settings: SettingsIn,
+async def merchant_access(merchant_id: Annotated[str, Path()], settings: SettingsIn,
                     authorization: AuthorizationIn = None) -> str:
     """The merchant id when the caller is the admin or holds that merchant's token."""
     given = bearer(authorization)

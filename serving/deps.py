@@ -1,4 +1,7 @@
-"""Dependencies injected into routes (the model holder lives on app.state, set by the lifespan)."""
+"""Dependencies injected into routes (the model holder lives on app.state, set by the lifespan).
+
+They are `async def` because none of them blocks: FastAPI runs a plain `def` dependency in its thread pool,
+one thread hand-off (and GIL contention with the feed) per dependency per request."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from serving.reloader import ModelHolder
 from serving.settings import ServingSettings
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     """The model holder; 503 while the app is starting or stopping."""
     holder = getattr(request.app.state, "holder", None)
     if holder is None:
@@ -22,12 +25,12 @@ def get_holder(request: Request) -> ModelHolder:
     return holder
 
 
-def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
+async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
     """The model serving this request (read once, so a concurrent swap cannot split a request)."""
     return holder.current
 
 
-def get_store(request: Request) -> EventStore:
+async def get_store(request: Request) -> EventStore:
     """The event store; 503 when the service runs without one."""
     store = getattr(request.app.state, "store", None)
     if store is None:
@@ -35,17 +38,17 @@ def get_store(request: Request) -> EventStore:
     return store
 
 
-def get_counters(request: Request) -> Counters:
+async def get_counters(request: Request) -> Counters:
     """The service's counters."""
     return request.app.state.counters
 
 
-def get_settings(request: Request) -> ServingSettings:
+async def get_settings(request: Request) -> ServingSettings:
     """The app's settings."""
     return request.app.state.settings
 
 
-def require_admin(settings: Annotated[ServingSettings, Depends(get_settings)],
+async def require_admin(settings: Annotated[ServingSettings, Depends(get_settings)],
                   authorization: Annotated[str | None, Header()] = None) -> None:
     """Admin routes need `Authorization: Bearer <FEED_SERVE_ADMIN_TOKEN>`."""
     if settings.admin_token is None:
