@@ -74,6 +74,7 @@ class VectorIndex:
         norms = np.linalg.norm(queries, axis=1, keepdims=True)  # (n, 1)
         unit = queries / np.maximum(norms, 1e-30)
         dist, rows = self.index.search(np.hstack([unit, np.zeros((len(unit), 1), np.float32)]), k)  # (n, k)
+        dist = np.where(rows >= 0, dist, 2.0)  # empty slots hold FLT_MAX, which would overflow below
         scores = (2.0 - dist) / 2.0 * norms * np.sqrt(self.max_sq_norm)
         return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
 
@@ -81,6 +82,7 @@ class VectorIndex:
         """Search an index of the first bundle format: items augmented with sqrt(M² − ‖x‖²), unscaled."""
         padded = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
         dist, rows = self.index.search(padded, k)  # both (n, k)
+        dist = np.where(rows >= 0, dist, 0.0)  # empty slots hold FLT_MAX
         q_sq = np.einsum("ij,ij->i", queries, queries)[:, None]
         scores = (q_sq + self.max_sq_norm - dist) / 2.0
         return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)

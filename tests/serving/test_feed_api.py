@@ -102,9 +102,10 @@ def test_recent_impressions_can_be_turned_off(small_bundle_dir, store_url):
                                recent_impression_hours=0)
     with TestClient(create_app(settings)) as client:
         user = load_bundle(small_bundle_dir).manifest["sample_user_ids"][0]
-        first = feed(client, user, limit=20, seed=2)["items"]
+        first = [i["video_id"] for i in feed(client, user, limit=20, seed=2)["items"]]
         wait_for_impressions(client, 20)
-        assert feed(client, user, limit=20, seed=2)["items"] == first
+        # the same videos in the same order (scores may move in the last digits: the age feature reads the clock)
+        assert [i["video_id"] for i in feed(client, user, limit=20, seed=2)["items"]] == first
 
 
 @pytest.mark.parametrize("params", [{"seed": -1}, {"seed": 2**31}, {"cursor": ""}, {"limit": 0}])
