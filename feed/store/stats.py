@@ -162,15 +162,22 @@ def _seen(conn: sa.Connection, ids: list[str], since: pd.Timestamp | None, until
 
 def _reached(conn: sa.Connection, ids: list[str], since: pd.Timestamp | None, until: pd.Timestamp | None,
              links: list[str]) -> pd.DataFrame:
-    """Distinct (via_share_id, user_id) of the range's events that came through one of its share links.
+    """Distinct (via_share_id, user_id) of the range's events on these videos that came through these links.
 
-    The links are a list (the share rows are read already), so that both databases look them up by
-    ix_events_via_share_id whatever their statistics say; a subquery let PostgreSQL without statistics (a
-    freshly loaded table) scan the videos' events instead, 60x slower."""
+    Read by ix_events_via_share_id alone (the events through a creator's links are few) and filtered here: with
+    the videos and range in the query, SQLite walked every event of the videos for an unbounded range, and
+    PostgreSQL without statistics did the same for a subquery of the links."""
     ev = tables.events
-    pairs = [conn.execute(sa.select(ev.c.via_share_id, ev.c.user_id).distinct().where(
-        ev.c.via_share_id.in_(chunk), *_on(ev, ids, since, until))).all() for chunk in _chunks(links)]
-    return pd.DataFrame([p for chunk in pairs for p in chunk], columns=["via_share_id", "user_id"], dtype="str")
+    found = [conn.execute(sa.select(ev.c.via_share_id, ev.c.user_id, ev.c.video_id, ev.c.ts).where(
+        ev.c.via_share_id.in_(chunk))).all() for chunk in _chunks(links)]
+    came = pd.DataFrame([row for chunk in found for row in chunk], columns=["via_share_id", "user_id", "video_id",
+                                                                           "ts"])
+    keep = came["video_id"].isin(ids)
+    if since is not None:
+        keep &= came["ts"] >= _ms(since)
+    if until is not None:
+        keep &= came["ts"] < _ms(until)
+    return came.loc[keep, ["via_share_id", "user_id"]].drop_duplicates(ignore_index=True).astype("str")
 
 
 def _event_rows(conn: sa.Connection, ids: list[str], since: pd.Timestamp | None,
