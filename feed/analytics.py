@@ -201,6 +201,8 @@ def refunds(events: pd.DataFrame, bought: pd.DataFrame) -> pd.DataFrame:
     product of the order's first refund event, so that every order stays on one video.
     """
     back = events[(events["event"] == "refund") & events["order_id"].notna()]
+    if back.empty:  # the usual case; the steps below cost ~15 ms of pandas calls even on no rows
+        return back.assign(cents=pd.Series(dtype="int64"))
     back = back.sort_values([c for c in ("ts", "event_id") if c in back.columns], kind="stable")
     paid = bought.set_index("order_id")["cents"]
     order_cents = back["order_id"].map(paid)  # NaN when the purchase is not in the frame
