@@ -1,23 +1,25 @@
 """Creator stats from SQL aggregates vs from raw rows in pandas: latency and peak Python memory, same run.
 
 The default world is stored twice per database (SQLite, and PostgreSQL when reachable), each with its ledger
-caught up: at revision 0003 (events indexed by (video_id, ts)) for the raw-rows path, at head (0004: by
-(video_id, event, ts, user_id)) for the aggregated one. For each of the busiest creators, both answer the same
-question and must agree (the script checks):
+caught up: at revision 0003 (events indexed by (video_id, ts)) for the raw-rows paths, at head (0004: by
+(video_id, event, ts, user_id)) for the aggregated one. For each of the busiest creators, three paths answer the
+same question and must agree (the script checks; avg_watch_ratio to 1e-12):
 
-- aggregated: what `GET /v1/creators/{id}/stats` runs now (`serving.stats_routes.read_creator_stats`): the
-  database sums views and impressions (`EventStore.stats_rollup`, `ledger_sums`); only shares, purchases and
-  refunds come back as rows, plus the (video, user) views of the buyers;
-- raw rows: what it ran before: every event and served row of the creator's videos read into pandas
-  (`video_events`, `video_impressions`, `ledger_entries`) and aggregated there (`feed.analytics.creator_stats`,
-  the same report code over a rollup built in pandas).
+- before: what `GET /v1/creators/{id}/stats` ran at commit 121dbc3: every event and served row of the creator's
+  videos read into pandas (`video_events`, `video_impressions`, `ledger_entries`) and `feed/analytics.py` of
+  that commit, loaded from git (the row is left out when git or the commit is missing);
+- raw rows, today's pandas: the same reads, then today's `feed.analytics.creator_stats` (a rollup built in
+  pandas, then the report code the route uses): what the SQL aggregation alone saves;
+- aggregated: what the route runs now (`serving.stats_routes.read_creator_stats`): the database sums views and
+  impressions (`EventStore.stats_rollup`, `ledger_sums`); only shares, purchases and refunds come back as rows,
+  plus the (video, user) views of the buyers.
 
 PostgreSQL stores are ANALYZEd after loading, as autovacuum would have done in service (SQLite stores are not:
-the service never runs ANALYZE on them). Latency: the two paths alternate, --repeat calls per creator each;
-median and p99 over all calls. Memory: one more call per creator under tracemalloc (Python and numpy
-allocations; Arrow's buffers while fetching are not traced); the largest peak over the creators. Rows: what
-the database sent for the busiest creator. Loading the world also gives the insert rate at each revision
-(50,000-event batches, ledger queue included).
+the service never runs ANALYZE on them). Latency: the paths alternate, --repeat calls per creator each; median
+and p99 over all calls. Memory: one more call per creator under tracemalloc (Python and numpy allocations;
+Arrow's buffers while fetching are not traced); the largest peak over the creators. Rows: what the database
+sent for the busiest creator. Loading the world also gives the insert rate at each revision (50,000-event
+batches, ledger queue included).
 
 Usage: python benchmarks/bench_stats.py [--creators 20] [--repeat 3] [--postgres URL | --no-postgres]
 """
@@ -27,9 +29,12 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
+import types
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -50,8 +55,10 @@ from serving.stats_routes import read_creator_stats
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BATCH = 50_000  # events per insert while loading the world
-OLD = "0003"  # the revision the raw-rows path ran on
-AGGREGATED, RAW = "aggregated (SQL)", "raw rows (pandas)"
+OLD = "0003"  # the revision the raw-rows paths ran on
+BEFORE_COMMIT = "121dbc3"  # the last commit whose stats route read raw rows
+REPO = Path(__file__).resolve().parents[1]
+BEFORE, RAW, AGGREGATED = "before: raw rows, 121dbc3 pandas", "raw rows, today's pandas", "aggregated (SQL)"
 Stats = Callable[[EventStore, str, pd.Timestamp | None, pd.Timestamp | None], dict[str, Any] | None]
 
 
@@ -68,18 +75,33 @@ def raw_frames(store: EventStore, creator: str, since: pd.Timestamp | None,
     return videos, events, store.video_impressions(ids, since, until), entries
 
 
-def raw_rows_stats(store: EventStore, creator: str, since: pd.Timestamp | None,
-                   until: pd.Timestamp | None) -> dict[str, Any] | None:
-    """The creator stats as the route computed them before: every raw row of the creator's videos in pandas."""
-    videos, events, served, entries = raw_frames(store, creator, since, until)
-    if videos.empty and entries.empty:
+def raw_rows(computation: types.ModuleType) -> Stats:
+    """The creator stats from every raw row of the creator's videos, by `computation.creator_stats`."""
+    def stats(store: EventStore, creator: str, since: pd.Timestamp | None,
+              until: pd.Timestamp | None) -> dict[str, Any] | None:
+        videos, events, served, entries = raw_frames(store, creator, since, until)
+        if videos.empty and entries.empty:
+            return None
+        return computation.creator_stats(videos, None, events, served, entries, since, until, creator_id=creator)
+    return stats
+
+
+def analytics_before() -> types.ModuleType | None:
+    """feed/analytics.py as of BEFORE_COMMIT, loaded from git; None when git or the commit is not there."""
+    try:
+        source = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:feed/analytics.py"], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
         return None
-    return analytics.creator_stats(videos, None, events, served, entries, since, until, creator_id=creator)
+    module = types.ModuleType("analytics_before")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{BEFORE_COMMIT}:feed/analytics.py", "exec"), module.__dict__)  # noqa: S102 - our own code
+    return module
 
 
 def rows_returned(path: str, store: EventStore, creator: str, since, until) -> int:
     """How many rows the database sends for one creator's stats on each path."""
-    if path == RAW:
+    if path != AGGREGATED:
         return sum(map(len, raw_frames(store, creator, since, until)))
     videos = store.videos_of(creator_id=creator)
     r = store.stats_rollup(videos, since, until)
@@ -139,21 +161,21 @@ def same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def measure(stores: dict[str, EventStore], creators: list[str], since, until,
+def measure(paths: dict[str, Stats], stores: dict[str, EventStore], creators: list[str], since, until,
             repeat: int) -> dict[str, dict[str, float]]:
     """Per path: median and p99 ms over all calls, the busiest creator's median ms, peak MiB, rows returned."""
-    paths = {AGGREGATED: read_creator_stats, RAW: raw_rows_stats}
     times: dict[str, list[float]] = {name: [] for name in paths}
     top: dict[str, list[float]] = {name: [] for name in paths}
     for creator in creators:
         for _ in range(repeat):
-            results = {}
+            results = []
             for name, fn in paths.items():
-                seconds, results[name] = timed(fn, stores[name], creator, since, until)
+                seconds, result = timed(fn, stores[name], creator, since, until)
                 times[name].append(seconds)
                 top[name] += [seconds] if creator == creators[0] else []
-            if not same(*results.values()):
-                raise SystemExit(f"the two paths disagree for creator {creator} ({since} to {until})")
+                results.append(result)
+            if not all(same(result, results[0]) for result in results[1:]):
+                raise SystemExit(f"the paths disagree for creator {creator} ({since} to {until})")
     out = {}
     for name, fn in paths.items():
         peak = max(peak_mib(fn, stores[name], creator, since, until) for creator in creators)
@@ -185,11 +207,10 @@ def drop_schema(url: str, name: str) -> None:
 
 
 def backends(tmp: Path, postgres: str | None) -> list[tuple[str, dict[str, tuple[str, str | None]]]]:
-    """(name, {path: (URL, PostgreSQL schema or None)}) per database: one store per path."""
-    out = [("SQLite", {path: (f"sqlite:///{tmp / f'{i}.db'}", None) for i, path in enumerate((AGGREGATED, RAW))})]
-    if postgres is not None and (agg := postgres_url(postgres)) is not None:
-        raw = postgres_url(postgres)
-        out.append(("PostgreSQL", {AGGREGATED: agg, RAW: raw}))
+    """(name, {revision: (URL, PostgreSQL schema or None)}) per database: one store at OLD, one at head."""
+    out = [("SQLite", {revision: (f"sqlite:///{tmp / f'{revision}.db'}", None) for revision in (OLD, "head")})]
+    if postgres is not None and (old := postgres_url(postgres)) is not None:
+        out.append(("PostgreSQL", {OLD: old, "head": postgres_url(postgres)}))
     return out
 
 
@@ -206,36 +227,36 @@ def main() -> None:
     creators = [str(c) for c in busiest.index[:args.creators]]
     end = data.events["ts"].max().normalize() + pd.Timedelta(days=1)
     ranges = {"all time": (None, None), "last 7 days": (end - pd.Timedelta(days=7), end)}
+    paths = {RAW: raw_rows(analytics), AGGREGATED: read_creator_stats}
+    if (before := analytics_before()) is not None:
+        paths = {BEFORE: raw_rows(before), **paths}
     table = Table(title=f"Creator stats, default world ({len(data.events):,} events): the {len(creators)} busiest "
                         f"creators ({busiest.iloc[0]:,} to {busiest.iloc[len(creators) - 1]:,} events), "
                         f"{args.repeat} calls each per path")
     for column in ("store", "range", "path", "median ms", "p99 ms", "busiest ms", "peak MiB", "rows (busiest)",
-                   "speed-up (median)"):
+                   f"× vs {next(iter(paths)).split(':')[0]} (median)"):
         table.add_column(column, justify="right")
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, urls in backends(Path(tmp), None if args.no_postgres else args.postgres):
-            loaded = {path: load_world(url, world, "head" if path == AGGREGATED else OLD)
-                      for path, (url, _) in urls.items()}
-            stores = {path: store for path, (store, _) in loaded.items()}
-            notes.append(f"{name}: inserted {loaded[RAW][1]:,.0f} events/s at {OLD}, "
-                         f"{loaded[AGGREGATED][1]:,.0f} at head")
+            loaded = {revision: load_world(url, world, revision) for revision, (url, _) in urls.items()}
+            notes.append(f"{name}: inserted {loaded[OLD][1]:,.0f} events/s at {OLD}, {loaded['head'][1]:,.0f} at head")
+            stores = {path: loaded["head" if path == AGGREGATED else OLD][0] for path in paths}
             try:
                 for label, (since, until) in ranges.items():
-                    rows = measure(stores, creators, since, until, args.repeat)
-                    fast, slow = rows[AGGREGATED], rows[RAW]
+                    rows = measure(paths, stores, creators, since, until, args.repeat)
+                    first = next(iter(rows.values()))
                     for path, r in rows.items():
-                        ratio = f"{slow['median'] / fast['median']:.1f}×" if r is fast else ""
                         table.add_row(name, label, path, f"{r['median']:.0f}", f"{r['p99']:.0f}", f"{r['top']:.0f}",
-                                      f"{r['peak']:.1f}", f"{r['rows']:,}", ratio)
+                                      f"{r['peak']:.1f}", f"{r['rows']:,}", f"{first['median'] / r['median']:.1f}×")
             finally:
-                for store in stores.values():
+                for store, _ in loaded.values():
                     store.close()
                 for _, schema in urls.values():
                     if schema is not None:
                         drop_schema(args.postgres, schema)
     table.caption = "; ".join(notes)
-    Console(width=160).print(table)
+    Console(width=170).print(table)
 
 
 if __name__ == "__main__":
