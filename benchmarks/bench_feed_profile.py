@@ -98,9 +98,11 @@ def main() -> None:
     parser.add_argument("--search-params", default="nprobe=16")
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--bundle", type=Path, help="profile this bundle (e.g. bench_feed_scale.py's) instead of "
+                                                    "the cached mid-size world's; use with --factory bundle")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
-    bundle = load_bundle(build(CACHE))
+    bundle = load_bundle(args.bundle or build(CACHE))
     reindex(bundle, args.factory, args.search_params)
     service = FeedService(bundle)
     rng = np.random.default_rng(0)

@@ -1,17 +1,21 @@
 """Feed throughput and latency at catalog scale (1M videos, 1M users) against a bare one-search endpoint.
 
-Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_scale.py [--seconds 20] [--connections 8]
+Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_scale.py [--seconds 10] [--rounds 3] [--connections 8]
            [--factory HNSW32 --search-params efSearch=64]
 
 1. The model: the cached 1M-user × 1M-video world and its ALS video factors (`benchmarks/scale_model.py`);
    creator and product vectors are the means of their videos' vectors; stats (trends, priors, segments, user
-   context) are computed from the world's events; the ranker has the product's shape with seeded random weights
-   (latency does not depend on the weights). The bundle is written once under data/generated/scale/.
-2. Two uvicorn servers (one worker each, one at a time, the other stopped): `feed serve --bundle` (the whole
-   pipeline: 4 FAISS searches, 8 sources, features, ranker, value, caps, MMR, slots, cursor) and a bare app whose
-   endpoint does one FAISS search of the user's video vector and returns 20 ids.
+   context) are computed from the world's events; each video's 40 nearest videos are stored as training stores
+   them (`index.neighbours`); the ranker has the product's shape with seeded random weights (latency does not
+   depend on the weights). The bundle is written once under data/generated/scale/.
+2. Two uvicorn servers, one worker each: `feed serve --bundle` (the whole pipeline: 3 FAISS searches, 8 sources,
+   features, ranker, value, caps, MMR, slots, cursor) and a bare app that looks the user's vector up, does one
+   FAISS search and returns 20 ids, twice: as a plain `def` (FastAPI runs it in its thread pool, the usual way for
+   a blocking call) and as an `async def` on the event loop (no thread hand-off, as the feed route ranks).
 3. A load generator on loopback (wrk when installed, else a Python client) with N connections for a bounded time,
-   random users among those with vectors plus 10 % unknown ones; requests/s and p50/p99 latency are printed.
+   random users among those with vectors plus 10 % unknown ones. The endpoints take turns, round after round (the
+   machine's speed drifts), each after a 3 s warm-up; the table gives the medians over the rounds of requests/s and
+   p50/p90/p99 latency, and the medians of each round's feed/bare ratios.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from feed.features import FEATURES  # noqa: E402
 from feed.index import VectorIndex  # noqa: E402
 from feed.ranker import HEADS, Ranker, ValueFormula  # noqa: E402
 from feed.stats import StatsConfig, compute_stats  # noqa: E402
+from training.config import IndexConfig  # noqa: E402
 
 console = Console(stderr=True)
 LUA = """
@@ -65,12 +70,18 @@ def mean_vectors(owner: np.ndarray, n_owners: int, vectors: np.ndarray) -> np.nd
     return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
-def relation(users: np.ndarray, items: np.ndarray, factory: str, params: str) -> RelationModel:
-    """One relation with its index; no training history (the benchmark serves without a store)."""
+def relation(users: np.ndarray, items: np.ndarray, factory: str, params: str, neighbours: int = 0) -> RelationModel:
+    """One relation with its index (and each item's nearest items, as training stores them for videos); no
+    training history (the benchmark serves without a store)."""
     start = time.perf_counter()
     index = VectorIndex.build(items, factory, params)
     console.print(f"  index {factory} over {len(items):,} vectors in {time.perf_counter() - start:.1f}s")
-    return RelationModel(users, items, index, sp.csr_matrix((len(users), len(items)), dtype=np.float32))
+    start = time.perf_counter()
+    near = index.neighbours(items, neighbours) if neighbours else None
+    if neighbours:
+        console.print(f"  {neighbours} nearest items of each of them in {time.perf_counter() - start:.1f}s")
+    return RelationModel(users, items, index, sp.csr_matrix((len(users), len(items)), dtype=np.float32),
+                         neighbours=near)
 
 
 def random_ranker(seed: int = 0, hidden: int = 32) -> Ranker:
@@ -87,7 +98,7 @@ def build_bundle(folder: Path, factory: str, params: str) -> Path:
     """The 1M × 1M bundle (cached by index choice)."""
     from scale_model import scale_factors
 
-    target = folder / f"bundle-{factory.replace(',', '_')}-{params.replace('=', '')}"
+    target = folder / f"bundle-{factory.replace(',', '_')}-{params.replace('=', '')}-n{IndexConfig().neighbours}"
     if (target / "manifest.json").is_file():
         return target
     scale = scale_factors()
@@ -95,7 +106,7 @@ def build_bundle(folder: Path, factory: str, params: str) -> Path:
     console.print(f"building the bundle: {len(scale.user_ids):,} users with vectors, {len(catalog.videos):,} videos")
     video_users, videos = scale.user_factors, scale.item_factors
     relations = {
-        "video": relation(video_users, videos, factory, params),
+        "video": relation(video_users, videos, factory, params, IndexConfig().neighbours),
         "creator": relation(video_users, mean_vectors(catalog.video_creator, len(catalog.creators), videos),
                             factory, params),
         "product": relation(video_users, mean_vectors(catalog.video_product, len(catalog.products), videos),
@@ -127,13 +138,21 @@ def bare_app():  # noqa: ANN201 - uvicorn factory
     ids = bundle.catalog.videos.ids
     app = FastAPI()
 
+    def nearest(user_id: str) -> dict:
+        row = users.row(user_id)
+        rows, _ = video.index.search(video.user_factors[max(row, 0)], 20)
+        return {"user_id": user_id, "video_ids": [str(v) for v in ids[rows[0]]]}
+
     @app.get("/bare/{user_id}")
     def bare(user_id: str) -> dict:
-        faiss.omp_set_num_threads(1)  # per thread, as the feed route does: no OpenMP oversubscription
-        row = users.row(user_id)
-        vector = video.user_factors[max(row, 0)]
-        rows, _ = video.index.search(vector, 20)
-        return {"user_id": user_id, "video_ids": [str(v) for v in ids[rows[0]]]}
+        """FastAPI's way for a blocking call: a plain def, run in the thread pool."""
+        faiss.omp_set_num_threads(1)  # OpenMP settings are per thread: no oversubscription
+        return nearest(user_id)
+
+    @app.get("/bare-async/{user_id}")
+    async def bare_async(user_id: str) -> dict:
+        """The same on the event loop (no thread hand-off), as the feed route ranks."""
+        return nearest(user_id)
 
     return app
 
@@ -209,9 +228,15 @@ def python_load(port: int, path: str, users_file: Path, seconds: int, connection
             "p99": float(np.percentile(ms, 99)), "errors": 0.0}
 
 
+ENDPOINTS = ("feed", "bare", "bare-async")
+LABELS = {"feed": "feed (whole pipeline)", "bare": "bare: one FAISS search (def, thread pool)",
+          "bare-async": "bare: one FAISS search (async def, on the loop)"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=10, help="per endpoint and round")
+    parser.add_argument("--rounds", type=int, default=3, help="the endpoints take turns this many times")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--factory", default="IVF1024,Flat", help="chosen by benchmarks/bench_index.py")
     parser.add_argument("--search-params", default="nprobe=16")
@@ -221,42 +246,72 @@ def main() -> None:
     bundle_dir = build_bundle(args.cache, args.factory, args.search_params)
     if args.build_only:
         return
+    users_file = write_users(bundle_dir)
+    servers = start_servers(bundle_dir)
+    try:
+        rounds = measure(servers, users_file, args)
+    finally:
+        for proc, _ in servers.values():
+            stop(proc)
+    print_table(rounds, args)
+
+
+def write_users(bundle_dir: Path) -> Path:
+    """20,000 random users with vectors and 2,000 unknown ones, one per line (what the load generator asks for)."""
     users = pd.read_parquet(bundle_dir / "users.parquet")["user_id"].to_numpy()
     rng = np.random.default_rng(0)
     sample = [*rng.choice(users, 20_000, replace=False), *(f"nobody-{i}" for i in range(2_000))]
     users_file = bundle_dir.parent / "bench_users.txt"
     users_file.write_text("\n".join(map(str, sample)))
-    results = {}
+    return users_file
+
+
+def start_servers(bundle_dir: Path) -> dict[str, tuple[subprocess.Popen, str]]:
+    """Both servers (the feed service and the bare app), each one uvicorn worker; endpoint -> (process, url)."""
     feed_cmd = [str(Path(sys.executable).with_name("feed")), "serve", "--bundle", str(bundle_dir), "--store", "",
                 "--reload-interval", "0", "--port", "8771", "--no-sample", "--log-level", "warning"]
-    runs = [("feed (whole pipeline)", feed_cmd, {}, 8771, "/v1/users/%s/feed?limit=20", "/readyz"),
-            ("bare: one FAISS search", [sys.executable, "-m", "uvicorn", "--factory", "--app-dir",
-                                        str(Path(__file__).parent), "bench_feed_scale:bare_app", "--port", "8772",
-                                        "--log-level", "warning", "--no-access-log"],
-             {"BENCH_BUNDLE": str(bundle_dir)}, 8772, "/bare/%s", "/docs")]
-    for name, command, env, port, path, ready in runs:
-        console.print(f"starting {name} …")
-        began = time.perf_counter()
-        proc = start(command, env, port, ready)
-        console.print(f"  ready in {time.perf_counter() - began:.1f}s; warming up, then {args.seconds}s of load")
-        load(port, path, users_file, 3, args.connections)
-        results[name] = load(port, path, users_file, args.seconds, args.connections)
-        stop(proc)
-    print_table(results, args)
+    bare_cmd = [sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(Path(__file__).parent),
+                "bench_feed_scale:bare_app", "--port", "8772", "--log-level", "warning", "--no-access-log"]
+    began = time.perf_counter()
+    feed = start(feed_cmd, {}, 8771, "/readyz")
+    bare = start(bare_cmd, {"BENCH_BUNDLE": str(bundle_dir)}, 8772, "/docs")
+    console.print(f"servers ready in {time.perf_counter() - began:.1f}s")
+    return {"feed": (feed, "8771:/v1/users/%s/feed?limit=20"), "bare": (bare, "8772:/bare/%s"),
+            "bare-async": (bare, "8772:/bare-async/%s")}
 
 
-def print_table(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    """The two endpoints side by side with the feed/bare ratios."""
-    table = Table(title=f"1M videos × 1M users, {args.connections} connections, {args.seconds}s each, "
-                        f"index {args.factory} {args.search_params}, one uvicorn worker")
+def measure(servers: dict[str, tuple[subprocess.Popen, str]], users_file: Path,
+            args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
+    """Each round loads every endpoint in turn (after a 3 s warm-up each): round -> endpoint -> numbers."""
+    rounds = []
+    for r in range(args.rounds):
+        results = {}
+        for name in ENDPOINTS:
+            port, path = servers[name][1].split(":", 1)
+            load(int(port), path, users_file, 3, args.connections)
+            results[name] = load(int(port), path, users_file, args.seconds, args.connections)
+            console.print(f"  round {r + 1}: {name} {results[name]['rps']:,.0f} requests/s, "
+                          f"p99 {results[name]['p99']:.1f} ms")
+        rounds.append(results)
+    return rounds
+
+
+def print_table(rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
+    """Medians over the rounds per endpoint, and the medians of each round's feed/bare ratios."""
+    table = Table(title=f"1M videos × 1M users, {args.connections} connections, {args.rounds} rounds of "
+                        f"{args.seconds}s per endpoint, index {args.factory} {args.search_params}, one uvicorn worker "
+                        f"each (medians over the rounds)")
     for column in ("endpoint", "requests/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx"):
         table.add_column(column, justify="right")
-    for name, r in results.items():
-        table.add_row(name, f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p90']:.2f}", f"{r['p99']:.2f}",
-                      f"{r['errors']:.0f}")
-    feed, bare = results["feed (whole pipeline)"], results["bare: one FAISS search"]
-    table.add_row("feed / bare", f"{feed['rps'] / bare['rps']:.2f}×", f"{feed['p50'] / bare['p50']:.2f}×",
-                  f"{feed['p90'] / bare['p90']:.2f}×", f"{feed['p99'] / bare['p99']:.2f}×", "")
+    median = (lambda name, key: float(np.median([r[name][key] for r in rounds])))
+    for name in ENDPOINTS:
+        table.add_row(LABELS[name], f"{median(name, 'rps'):,.0f}", f"{median(name, 'p50'):.2f}",
+                      f"{median(name, 'p90'):.2f}", f"{median(name, 'p99'):.2f}",
+                      f"{sum(r[name]['errors'] for r in rounds):.0f}")
+    for bare in ("bare", "bare-async"):
+        ratio = (lambda key: float(np.median([r["feed"][key] / r[bare][key] for r in rounds])))
+        table.add_row(f"feed / {bare}", f"{ratio('rps'):.2f}×", f"{ratio('p50'):.2f}×", f"{ratio('p90'):.2f}×",
+                      f"{ratio('p99'):.2f}×", "")
     Console().print(table)
 
 

@@ -40,6 +40,7 @@ class RelationModel:
     index: VectorIndex
     user_items: sp.csr_matrix  # (n_users, n_items) training weights: the history a fold-in starts from
     mix: Mix | None = None  # None: ALS alone; else how ALS and the two-tower make the vectors (feed.retrieval)
+    neighbours: np.ndarray | None = None  # (n_items, k) int32 each item's k nearest items by the index, -1 padded
 
 
 @dataclass
@@ -116,6 +117,8 @@ def _write_relation(name: str, rel: RelationModel, folder: Path) -> dict[str, An
     np.savez(folder / f"factors_{name}.npz", user_factors=rel.user_factors, item_factors=rel.item_factors,
              als_cov=mix.als_cov, tower_cov=mix.tower_cov)
     rel.index.write(folder / f"index_{name}.faiss")
+    if rel.neighbours is not None:
+        np.save(folder / f"neighbours_{name}.npy", np.ascontiguousarray(rel.neighbours, dtype=np.int32))
     sp.save_npz(folder / f"interactions_{name}.npz", rel.user_items.tocsr())
     return {"dim": int(rel.item_factors.shape[1]), "n_items": int(rel.item_factors.shape[0]),
             "index_factory": rel.index.factory, "search_params": rel.index.search_params,
@@ -185,7 +188,7 @@ def load_bundle(folder: Path) -> Bundle:
     verify_files(folder, manifest)
     users = IdMap(_read_parquet(folder / "users.parquet")["user_id"].to_numpy(dtype=object))
     catalog, popularity = _read_catalog(folder)
-    relations = {name: _read_relation(folder, name, entry, len(users))
+    relations = {name: _read_relation(folder, name, entry, len(users), manifest["files"])
                  for name, entry in manifest["relations"].items()}
     seen = _read_sparse(folder / "seen.npz", (len(users), len(catalog.videos)))
     bought = _read_sparse(folder / "bought.npz", (len(users), len(catalog.products)))
@@ -286,7 +289,8 @@ def _check_rows(path: Path, rows: np.ndarray, n: int, column: str) -> None:
         raise ArtifactError(f"column {column} refers to row {rows[bad][0]}, but there are only {n}", path=str(path))
 
 
-def _read_relation(folder: Path, name: str, entry: dict[str, Any], n_users: int) -> RelationModel:
+def _read_relation(folder: Path, name: str, entry: dict[str, Any], n_users: int,
+                   files: dict[str, Any]) -> RelationModel:
     """Factors and index of one relation, with shape checks against each other."""
     path = folder / f"factors_{name}.npz"
     try:
@@ -306,7 +310,24 @@ def _read_relation(folder: Path, name: str, entry: dict[str, Any], n_users: int)
         raise ArtifactError(f"index holds {index.ntotal} vectors of dim {index.dim}, expected "
                             f"{entry['n_items']} of dim {entry['dim']}", path=str(index_path))
     shape = (n_users, entry["n_items"])
-    return RelationModel(users, items, index, _read_sparse(folder / f"interactions_{name}.npz", shape), mix)
+    neighbours = _read_neighbours(folder / f"neighbours_{name}.npy", entry["n_items"]) if \
+        f"neighbours_{name}.npy" in files else None
+    return RelationModel(users, items, index, _read_sparse(folder / f"interactions_{name}.npz", shape), mix,
+                         neighbours)
+
+
+def _read_neighbours(path: Path, n_items: int) -> np.ndarray:
+    """A relation's precomputed nearest items, checked: one row per item, rows -1 or within the items."""
+    try:
+        neighbours = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read neighbours ({exc})", path=str(path)) from exc
+    if neighbours.ndim != 2 or neighbours.shape[0] != n_items or neighbours.dtype != np.int32:
+        raise ArtifactError(f"neighbours are {neighbours.dtype} {neighbours.shape}, expected int32 ({n_items}, k)",
+                            path=str(path))
+    if neighbours.size and (neighbours.min() < -1 or neighbours.max() >= n_items):
+        raise ArtifactError(f"neighbours refer to items outside [0, {n_items})", path=str(path))
+    return neighbours
 
 
 def _read_mix(entry: dict[str, Any], covs: tuple[np.ndarray, np.ndarray] | None, path: Path) -> Mix | None:

@@ -26,10 +26,14 @@ import numpy as np
 from feed.bundle import Bundle
 from feed.dataset import Catalog
 from feed.features import FeatureTables
+from feed.kernels import sources as kernel
+from feed.kernels.base import K_CREATOR, R_BUY, R_SEGMENTS
 
 SOURCES: tuple[str, ...] = ("video", "creator", "product", "following", "trending", "fresh", "session", "popular",
                            "new_creator")  # new_creator: the exploration slot, not a fused list
 FUSED_SOURCES = SOURCES[:-1]
+NO_ROWS = np.zeros(0, dtype=np.int64)
+NO_HASHES = np.zeros(0, dtype=np.uint32)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,14 @@ class CandidateConfig:
     trust_conversion_weight: float = 1.0  # β in affinity(user, creator) + β·log conversion(video | segment)
     trending_categories: int = 2  # the user's favourite categories that get their own trending list
     session_seeds: int = 3  # how many of the latest videos seed the session source
+
+    def numbers(self, explore: tuple[float, float] = (1.0, 50.0), new_creator_slot: bool = True) -> kernel.Config:
+        """The settings as the candidate kernel reads them (with the page's new-creator draw)."""
+        return kernel.Config(
+            np.array([int(self.quotas.get(n, 0)) for n in SOURCES], dtype=np.int64),
+            np.array([float(self.weights.get(n, 0.0)) for n in SOURCES], dtype=np.float64), float(self.rrf_k),
+            int(self.videos_per_creator), int(self.videos_per_product), float(self.trust_conversion_weight),
+            int(self.trending_categories), bool(new_creator_slot), float(explore[0]), float(explore[1]))
 
 
 @dataclass
@@ -78,37 +90,26 @@ class Grouped:
     def __init__(self, owner: np.ndarray, n_owners: int, priority: np.ndarray) -> None:
         valid = np.flatnonzero(owner >= 0)
         order = valid[np.lexsort((-priority[valid], owner[valid]))]
-        self.videos = order  # (n_grouped_videos,) video rows sorted by owner, then priority
-        self.indptr = np.searchsorted(owner[order], np.arange(n_owners + 1))  # (n_owners + 1,)
+        self.groups = kernel.Groups(  # videos sorted by owner, then priority; (n_owners + 1,) group starts
+            order.astype(np.int64), np.searchsorted(owner[order], np.arange(n_owners + 1)).astype(np.int64))
 
     def top(self, owners: np.ndarray, per_owner: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to `per_owner` videos of each owner, owners in the given order, and each video's position in
         `owners`; owners out of range (-1, or added after this grouping) are skipped."""
-        if len(owners) == 1:  # one creator (the new-creator slot, a user's own videos): two slices, no passes
-            return self._top_one(int(owners[0]), per_owner)
-        position = np.flatnonzero((owners >= 0) & (owners < len(self.indptr) - 1))
-        owners = owners[position]
-        starts = self.indptr[owners]  # (n_owners,)
-        counts = np.minimum(self.indptr[owners + 1] - starts, per_owner)
-        ends = np.cumsum(counts)
-        offsets = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
-        return self.videos[np.repeat(starts, counts) + offsets], np.repeat(position, counts)
-
-
-    def _top_one(self, owner: int, per_owner: int) -> tuple[np.ndarray, np.ndarray]:
-        """`top` for a single owner."""
-        if not 0 <= owner < len(self.indptr) - 1:
-            return self.videos[:0].copy(), np.zeros(0, dtype=np.int64)
-        lo = int(self.indptr[owner])
-        hi = min(int(self.indptr[owner + 1]), lo + per_owner)
-        return self.videos[lo:hi].copy(), np.zeros(hi - lo, dtype=np.int64)
+        return kernel.group_top(self.groups, np.asarray(owners, dtype=np.int64), int(per_owner))
 
 
 class CandidateSources:
     """Every source over one bundle and catalog; immutable and shared between requests."""
 
-    def __init__(self, bundle: Bundle, catalog: Catalog, tables: FeatureTables, config: CandidateConfig) -> None:
+    def __init__(self, bundle: Bundle, catalog: Catalog, tables: FeatureTables, config: CandidateConfig,
+                 hidden: np.ndarray | None = None, hashes: np.ndarray | None = None,
+                 new_creators: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 explore: tuple[float, float] = (1.0, 50.0)) -> None:
+        """`new_creators`: the (creator rows, views, purchases) the new-creator draw picks from, Beta(`explore`)
+        priors; none: no draw."""
         self.bundle, self.catalog, self.tables, self.config = bundle, catalog, tables, config
+        self.explore = explore
         n_videos = len(catalog.videos)
         popularity = np.zeros(n_videos, dtype=np.float32)  # videos added after training count 0
         popularity[:len(bundle.popularity)] = bundle.popularity
@@ -122,82 +123,90 @@ class CandidateSources:
         self.popular = np.argsort(-popularity, kind="stable")
         self.trending = np.argsort(-tables.stats.trend, kind="stable")
         self.newest = np.argsort(-published, kind="stable")
+        self.kernel_tables = self._kernel_tables(hidden, hashes, new_creators)
+        self._numbers: tuple[CandidateConfig, kernel.Config, list[int]] | None = None
 
-    def gather(self, user: UserView, blocked: np.ndarray, extra: int, hidden: np.ndarray | None = None) -> Candidates:
-        """Each source's ranked videos for the user, fused; blocked rows and hidden ones (a mask) never appear."""
-        lists = self.lists(user, extra)
-        return fuse(lists, self.config, blocked, hidden)
+    def _kernel_tables(self, hidden: np.ndarray | None, hashes: np.ndarray | None,
+                       new: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> kernel.Tables:
+        """The arrays the candidate kernel reads, in the dtypes it is compiled for."""
+        n, tables, layout = len(self.catalog.videos), self.tables, self.tables.layout
+        new = new or (NO_ROWS, np.zeros(0), np.zeros(0))
+        grouped = self.by_product.groups.videos  # the product source reads its videos' facts in this order
+        prior = layout.record[grouped][:, [R_BUY, *range(R_SEGMENTS, R_SEGMENTS + layout.n_segments)]]
+        return kernel.Tables(
+            self.by_creator.groups, self.by_product.groups, self.newest_by_creator.groups,
+            self.trending_by_category.groups, self.popular.astype(np.int64), self.trending.astype(np.int64),
+            self.newest.astype(np.int64), np.zeros(n, bool) if hidden is None else hidden,
+            np.zeros(n, np.uint32) if hashes is None else hashes, layout.record, layout.keys,
+            np.ascontiguousarray(layout.keys[grouped, K_CREATOR]), np.ascontiguousarray(prior),
+            tables.factors_of("creator"), tables.factors_of("video"), new[0].astype(np.int64),
+            new[1].astype(np.float64), new[2].astype(np.float64))
+
+    @property
+    def numbers(self) -> kernel.Config:
+        """`config` as the candidate kernel reads it (made again only when `config` is replaced)."""
+        if self._numbers is None or self._numbers[0] is not self.config:
+            numbers = self.config.numbers(self.explore, len(self.kernel_tables.new_creators) > 0)
+            self._numbers = (self.config, numbers, numbers.quotas.tolist())
+        return self._numbers[1]
+
+    def request(self, user: UserView, extra: int, blocked: np.ndarray = NO_ROWS, shown: np.ndarray = NO_HASHES,
+                draw_seed: int = 0, quotas: list[int] | None = None) -> kernel.Request:
+        """One user's request: the index searches for every source that needs one, and the filters."""
+        quotas = quotas or (self.numbers, self._numbers[2])[1]
+        video, creator, product, session = quotas[0], quotas[1], quotas[2], quotas[SOURCES.index("session")]
+        seeds = self._seeds(user) if session > 0 else NO_ROWS
+        return kernel.Request(
+            self._search("video", user, video), self._search("creator", user, creator),
+            self._search("product", user, product), self.tables.user_vector("creator", user.vectors),
+            int(user.segment), user.follows.astype(np.int64, copy=False), user.categories.astype(np.float32, copy=False),
+            seeds, self._seed_matches(seeds, session), int(extra), np.sort(blocked.astype(np.int64, copy=False)),
+            np.sort(shown.astype(np.uint32, copy=False)) if len(shown) else NO_HASHES, int(draw_seed))
+
+    def _search(self, relation: str, user: UserView, n: int) -> np.ndarray:
+        """The relation's n nearest item rows to the user's vector (empty without a vector or the quota)."""
+        vector = user.vectors.get(relation)
+        if n <= 0 or vector is None or relation not in self.bundle.relations:
+            return NO_ROWS
+        return self.bundle.relations[relation].index.nearest(vector, int(n))
+
+    def _seeds(self, user: UserView) -> np.ndarray:
+        """The latest videos that have a (non-zero) vector: the session source's seeds."""
+        recent = user.recent[user.recent < len(self.tables.inv_norm)]
+        return recent[self.tables.inv_norm[recent] > 0][:self.config.session_seeds].astype(np.int64)
+
+    def _seed_matches(self, seeds: np.ndarray, n: int) -> np.ndarray:
+        """(n_seeds, n) each seed's nearest videos by the video index: the bundle's precomputed neighbours when
+        they are deep enough, else a search."""
+        video = self.bundle.relations.get("video")
+        if len(seeds) == 0 or video is None:
+            return np.zeros((0, max(n, 0)), dtype=np.int64)
+        if video.neighbours is not None and video.neighbours.shape[1] >= n:
+            return video.neighbours[seeds, :n].astype(np.int64)
+        rows, _ = video.index.search(video.item_factors[seeds], n)
+        return rows.astype(np.int64)
+
+    def gather(self, user: UserView, blocked: np.ndarray, extra: int, shown: np.ndarray = NO_HASHES,
+               draw_seed: int = 0) -> Candidates:
+        """Each source's ranked videos for the user, fused, with the new-creator pick; blocked rows, hidden ones
+        and those whose id hash is in `shown` never appear."""
+        request = self.request(user, extra, blocked, shown, draw_seed)
+        return Candidates(*kernel.candidates(self.kernel_tables, self.numbers, request))
 
     def lists(self, user: UserView, extra: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Source -> (ranked video rows, detail per row), before filters; `extra` widens global lists."""
-        quota = self.config.quotas
-        lists = {name: self._source(name, user, quota.get(name, 0), extra) for name in FUSED_SOURCES
-                 if quota.get(name, 0) > 0}
-        return {name: rows for name, rows in lists.items() if len(rows[0])}
+        rows, details, lengths = kernel.all_lists(self.kernel_tables, self.numbers, self.request(user, extra))
+        ends = np.cumsum(lengths)
+        return {name: (rows[end - n:end], details[end - n:end])
+                for name, n, end in zip(FUSED_SOURCES, lengths.tolist(), ends.tolist(), strict=True) if n}
 
     def _source(self, name: str, user: UserView, n: int, extra: int) -> tuple[np.ndarray, np.ndarray]:
-        """One source's ranked rows and details."""
-        if name in ("video", "creator", "product"):
-            return self._retrieval(name, user, n)
-        if name == "following":
-            return _no_detail(self.newest_by_creator.top(user.follows, self.config.videos_per_creator)[0][:n])
-        if name == "trending":
-            return self._trending(user, n + extra)
-        if name == "session":
-            return self._session(user, n)
-        order = {"fresh": self.newest, "popular": self.popular}[name]
-        return _no_detail(order[:n + extra])
-
-    def _retrieval(self, relation: str, user: UserView, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest items of a relation to the user's vector, mapped to videos."""
-        vector = user.vectors.get(relation)
-        if vector is None or relation not in self.bundle.relations:
-            return _no_detail(np.zeros(0, dtype=np.int64))
-        items, _ = self.bundle.relations[relation].index.search(vector, n)
-        items = items[0][items[0] >= 0].astype(np.int64)
-        if relation == "creator":
-            return _no_detail(self.by_creator.top(items, self.config.videos_per_creator)[0])
-        if relation == "product":
-            return _no_detail(self._trusted_videos(items, user))
-        return _no_detail(items)
-
-    def _trusted_videos(self, products: np.ndarray, user: UserView) -> np.ndarray:
-        """For each product (in order) the video whose creator this user trusts most."""
-        videos, group = self.by_product.top(products, self.config.videos_per_product)
-        if len(videos) == 0:
-            return videos
-        score = self.config.trust_conversion_weight * np.log(
-            np.maximum(self.tables.segment_prior(np.full(len(videos), user.segment), videos), 1e-6))
-        if "creator" in user.vectors:
-            score = score + self.tables.affinity("creator", user.vectors["creator"], videos)
-        order = np.lexsort((-score, group))  # by product position, best video first
-        first = np.r_[True, group[order][1:] != group[order][:-1]]
-        return videos[order[first]]
-
-    def _trending(self, user: UserView, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Trending overall, then trending in the user's favourite categories (detail: the category row)."""
-        overall = self.trending[:n]
-        favourite = np.argsort(-user.categories, kind="stable")[:self.config.trending_categories]
-        favourite = favourite[user.categories[favourite] > 0] if len(favourite) else favourite
-        per, _ = self.trending_by_category.top(favourite, n)
-        details = self.tables.category[per]
-        return np.concatenate([per, overall]), np.concatenate([details, np.full(len(overall), -1)])
-
-    def _session(self, user: UserView, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Neighbours (by cosine among the index's best matches) of the latest videos (detail: the seed video)."""
-        model = self.bundle.relations.get("video")
-        seeds = user.recent[user.recent < self.tables.n_trained][:self.config.session_seeds]
-        if model is None or len(seeds) == 0:
-            return _no_detail(np.zeros(0, dtype=np.int64))
-        items, _ = model.index.search(model.item_factors[seeds], n)  # (n_seeds, n)
-        unit = self.tables.unit_video
-        cosine = np.einsum("skd,sd->sk", unit[np.maximum(items, 0)], unit[seeds])  # (n_seeds, 2n)
-        cosine[items < 0] = -np.inf
-        order = np.argsort(-cosine, axis=1, kind="stable")[:, :n]
-        rows = np.take_along_axis(items, order, axis=1).T.ravel()  # interleaved: best of each seed first
-        detail = np.tile(seeds, order.shape[1])
-        keep = (rows >= 0) & ~isin(rows, seeds)  # a seed is its own nearest neighbour
-        return rows[keep].astype(np.int64), detail[keep]
+        """One source's ranked rows and details, with quota n."""
+        quotas = np.zeros_like(self.numbers.quotas)
+        quotas[SOURCES.index(name)] = n
+        numbers = self.numbers._replace(quotas=quotas)
+        request = self.request(user, extra, quotas=quotas.tolist())
+        return kernel.source_list(self.kernel_tables, numbers, request, SOURCES.index(name))
 
 
 def isin(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -214,36 +223,15 @@ def isin(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return pool[at] == values
 
 
-def _no_detail(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with detail -1."""
-    return rows.astype(np.int64), np.full(len(rows), -1, dtype=np.int64)
-
-
 def fuse(lists: dict[str, tuple[np.ndarray, np.ndarray]], config: CandidateConfig, blocked: np.ndarray,
          hidden: np.ndarray | None = None) -> Candidates:
-    """Weighted reciprocal-rank fusion: each video once, with its fused score, best source and that detail."""
-    names = list(lists)
-    if not names:
-        empty = np.zeros(0, dtype=np.int64)
-        return Candidates(empty, np.zeros(0), empty, empty)
-    lengths = np.array([len(lists[n][0]) for n in names])
-    videos = np.concatenate([lists[n][0] for n in names])
-    detail = np.concatenate([lists[n][1] for n in names])
-    source = np.repeat(np.array([SOURCES.index(n) for n in names], dtype=np.int64), lengths)
-    position = np.arange(len(videos)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # rank within its list
-    weight = np.repeat(np.array([config.weights.get(n, 0.0) for n in names], dtype=np.float64), lengths)
-    contrib = weight / (config.rrf_k + 1 + position)
-    keep = ~isin(videos, blocked)
-    if hidden is not None:
-        keep &= ~hidden[videos]
-    videos, source, contrib, detail = videos[keep], source[keep], contrib[keep], detail[keep]
-    if len(videos) == 0:
-        return Candidates(videos, np.zeros(0), source, detail)
-    order = np.lexsort((-contrib, videos))  # by video, then its largest contribution first (ties: list order)
-    ordered = videos[order]
-    first = np.r_[True, ordered[1:] != ordered[:-1]]  # (n,) each video's first entry in `order`
-    inverse = np.empty(len(videos), dtype=np.int64)
-    inverse[order] = np.cumsum(first) - 1
-    total = np.bincount(inverse, weights=contrib, minlength=int(first.sum()))  # summed in list order
-    best = order[first]
-    return Candidates(ordered[first], total, source[best], detail[best])
+    """Weighted reciprocal-rank fusion of source lists (fused in SOURCES order): each video once, with its fused
+    score, best source and that detail; blocked rows and rows where `hidden` is True are left out."""
+    named = [(n, lists[n]) for n in FUSED_SOURCES if n in lists]
+    rows = np.concatenate([r for _, (r, _) in named] + [NO_ROWS]).astype(np.int64)
+    details = np.concatenate([d for _, (_, d) in named] + [NO_ROWS]).astype(np.int64)
+    lengths = np.array([len(lists[n][0]) if n in lists else 0 for n in FUSED_SOURCES], dtype=np.int64)
+    numbers = config.numbers()
+    hidden = np.zeros(int(rows.max(initial=-1)) + 1, dtype=bool) if hidden is None else hidden
+    return Candidates(*kernel.fuse(rows, details, lengths, numbers.weights, numbers.rrf_k, hidden, NO_HASHES,
+                                   np.unique(np.asarray(blocked, dtype=np.int64)), NO_HASHES))

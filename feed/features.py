@@ -5,15 +5,22 @@ affinity to the video, its creator and its product; following; similarity to the
 popularity) plus smoothed priors (watch-through, share and purchase rates of the video, the creator's conversion,
 the video's conversion among users of the same segment), price, commission rate, freshness and the user's history
 in the video's category. Features are plain float32 arrays of shape (n_pairs, len(FEATURES)).
+
+Training computes them per pair from a `PairContext` (`FeatureTables.features`); serving computes the same
+columns for one user's candidates in one compiled pass (`FeatureTables.user_features`, `feed.kernels`), and a
+test holds the two equal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from feed.kernels import scoring
 from feed.dataset import Catalog
+from feed.layout import video_layout
 from feed.stats import DAY_MS, Stats, smoothed
 
 FEATURES: tuple[str, ...] = (
@@ -25,7 +32,12 @@ UNKNOWN_AGE_DAYS = 365.0
 # features that depend on the video alone: one (n_videos, len(STATIC)) table, gathered once per request
 STATIC: tuple[str, ...] = ("log_views", "log_trend", "watch_prior", "share_prior", "buy_prior", "creator_buy_prior",
                            "log_price", "has_price", "commission_rate", "has_views")
-_STATIC_COLUMNS = np.array([FEATURES.index(name) for name in STATIC])
+_STATIC_COLUMNS = np.array([FEATURES.index(name) for name in STATIC], dtype=np.int64)
+# the columns `kernels.user_features` computes per pair, in the order it expects them
+_USER_COLUMNS = np.array([FEATURES.index(name) for name in (
+    "aff_video", "aff_creator", "aff_product", "follows", "session_sim", "segment_buy_prior", "log_age_days",
+    "category_share", "log_user_activity")], dtype=np.int64)
+RELATIONS = ("video", "creator", "product")
 
 
 @dataclass
@@ -61,10 +73,64 @@ class FeatureTables:
         self.log_trend = np.log1p(self.stats.trend).astype(np.float32)
         self.category = catalog.video_category(np.arange(n))  # (n_videos,)
         self._product_arrays(catalog)
-        self.unit_video = _unit(item_factors["video"]) if "video" in item_factors else np.zeros((0, 1), np.float32)
         self.static = np.column_stack([  # (n_videos, len(STATIC)) float32, in STATIC order
             self.log_views, self.log_trend, self.watch_prior, self.share_prior, self.buy_prior, self.creator_buy_prior,
             np.log1p(self.price), self.has_price, self.commission, self.has_views]).astype(np.float32)
+        self._kernel_arrays()
+
+    def _kernel_arrays(self) -> None:
+        """The arrays the compiled kernels read, each in the one dtype and layout they are compiled for."""
+        self.segment_buy = np.ascontiguousarray(self.segment_buy, dtype=np.float32)  # (n_segments, n_videos)
+        self.buy_prior = np.ascontiguousarray(self.buy_prior, dtype=np.float32)
+        self.category = np.ascontiguousarray(self.category, dtype=np.int64)
+        self.video_creator = np.ascontiguousarray(self.catalog.video_creator, dtype=np.int64)
+        self.video_product = np.ascontiguousarray(self.catalog.video_product, dtype=np.int64)
+        self._factors = {name: np.ascontiguousarray(self.item_factors[name], dtype=np.float32)
+                         for name in RELATIONS if name in self.item_factors}
+        video = self.factors_of("video")
+        norms = np.sqrt(np.einsum("ij,ij->i", video, video, dtype=np.float64)) if "video" in self._factors else \
+            np.zeros(0)
+        # (n_trained,) float32 1/‖v‖, 0 for zero vectors: cosines without a second (n_videos, dim) table
+        self.inv_norm = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
+        published = self.catalog.video_published_ms
+        epoch = self.stats.end_ms if self.stats.end_ms > 0 else float(np.nanmax(published, initial=0.0))
+        self.layout = video_layout(self.static, STATIC, self.price, self.buy_prior, self.segment_buy, self.inv_norm,
+                                   self.catalog, self.category, epoch)
+        self.kernel_tables = scoring.Tables(
+            self.layout.record, self.layout.keys, _STATIC_COLUMNS, _USER_COLUMNS, len(FEATURES),
+            self.layout.n_segments, self.layout.epoch_ms, tuple(self.factors_of(r) for r in RELATIONS))
+
+    @cached_property
+    def unit_video(self) -> np.ndarray:
+        """(n_trained, dim) float32 unit video vectors (zero rows stay zero): training and evaluation read
+        them; the request path computes cosines from the factors and `inv_norm`."""
+        return (self.factors_of("video") * self.inv_norm[:, None]).astype(np.float32) if len(self.inv_norm) else \
+            np.zeros((0, 1), np.float32)
+
+    def factors_of(self, relation: str) -> np.ndarray:
+        """(n_items, dim) float32 item vectors of a relation; (0, 1) when the bundle has none."""
+        return self._factors.get(relation, _NO_FACTORS)
+
+    def user_vector(self, relation: str, vectors: dict[str, np.ndarray]) -> np.ndarray:
+        """The user's float32 vector of a relation, empty when there is none (or no items to match)."""
+        vector = vectors.get(relation)
+        if vector is None or relation not in self._factors:
+            return _NO_VECTOR
+        return np.ascontiguousarray(vector, dtype=np.float32)
+
+    def user(self, vectors: dict[str, np.ndarray], recent: np.ndarray, follows: np.ndarray,
+             categories: np.ndarray, segment: int, now_ms: float) -> scoring.User:
+        """What the ranking kernel knows about one user."""
+        recent = recent[recent < len(self.inv_norm)]
+        return scoring.User(tuple(self.user_vector(r, vectors) for r in RELATIONS), recent.astype(np.int64),
+                            np.sort(np.asarray(follows, dtype=np.int64)),
+                            np.ascontiguousarray(categories, dtype=np.float32), int(segment), float(now_ms))
+
+    def user_features(self, videos: np.ndarray, vectors: dict[str, np.ndarray], recent: np.ndarray,
+                      follows: np.ndarray, categories: np.ndarray, segment: int, now_ms: float) -> np.ndarray:
+        """(n, len(FEATURES)) float32 features of one user's candidate videos: `features` of the same pairs."""
+        user = self.user(vectors, recent, follows, categories, segment, now_ms)
+        return scoring.user_features(self.kernel_tables, user, np.ascontiguousarray(videos, dtype=np.int64))
 
     def _creator_prior(self, counts: dict[str, np.ndarray], strength: float) -> np.ndarray:
         """(n_videos,) the smoothed purchase rate per view of each video's creator."""
@@ -162,7 +228,5 @@ class FeatureTables:
         return out
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+_NO_FACTORS = np.zeros((0, 1), dtype=np.float32)
+_NO_VECTOR = np.zeros(0, dtype=np.float32)

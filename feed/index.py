@@ -15,6 +15,7 @@ manifest) are read and searched the old way.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -67,16 +68,54 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item rows and inner products for (n, dim) queries; -1 / -inf pad missing slots."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        queries = np.atleast_2d(queries)
         k = max(1, min(k, self.ntotal))
         if not self.scaled:
-            return self._search_unscaled(queries, k)
-        norms = np.linalg.norm(queries, axis=1, keepdims=True)  # (n, 1)
-        unit = queries / np.maximum(norms, 1e-30)
-        dist, rows = self.index.search(np.hstack([unit, np.zeros((len(unit), 1), np.float32)]), k)  # (n, k)
-        dist = np.where(rows >= 0, dist, 2.0)  # empty slots hold FLT_MAX, which would overflow below
-        scores = (2.0 - dist) / 2.0 * norms * np.sqrt(self.max_sq_norm)
-        return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
+            return self._search_unscaled(np.ascontiguousarray(queries, dtype=np.float32), k)
+        n, dim = queries.shape
+        unit = np.zeros((n, dim + 1), dtype=np.float32)  # the queries at unit length, augmented with 0
+        unit[:, :dim] = queries
+        norms = np.sqrt(np.einsum("ij,ij->i", unit, unit))[:, None]  # (n, 1)
+        unit /= np.maximum(norms, 1e-30)
+        dist, rows = self.index.search(unit, k)  # (n, k)
+        empty = rows < 0
+        padded = bool(empty.any())
+        if padded:
+            dist[empty] = 2.0  # their slots hold FLT_MAX, which would overflow below
+        dist *= -0.5  # scores = (2 − dist)/2 · ‖q‖ · M, in place
+        dist += 1.0
+        dist *= norms * np.float32(np.sqrt(self.max_sq_norm))
+        if padded:
+            dist[empty] = -np.inf
+        return rows, dist
+
+    def nearest(self, vector: np.ndarray, k: int) -> np.ndarray:
+        """(≤ k,) int64 rows of the items with the largest inner product with one (dim,) vector, best first: `search`
+        for one query on the request path, without the scores and the wrapper's per-call checks."""
+        import faiss
+
+        k = max(1, min(k, self.ntotal))
+        if not self.scaled:
+            rows = self._search_unscaled(np.atleast_2d(vector).astype(np.float32), k)[0]
+            return rows[0][rows[0] >= 0]
+        query = np.zeros((1, self.index.d), dtype=np.float32)
+        query[0, :-1] = vector
+        norm = math.sqrt(float(np.dot(query[0], query[0])))
+        query *= 1.0 / max(norm, 1e-30)
+        dist, rows = np.empty((1, k), dtype=np.float32), np.empty((1, k), dtype=np.int64)
+        self.index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(dist), faiss.swig_ptr(rows), None)
+        return rows[0] if rows[0, -1] >= 0 else rows[0][rows[0] >= 0]
+
+    def neighbours(self, vectors: np.ndarray, k: int, batch: int = 16_384) -> np.ndarray:
+        """(n, k) int32 rows of each vector's k nearest items by inner product, as `search` finds them, -1 padded;
+        the rows of zero vectors (items nobody interacted with) are all -1: they have no direction to follow."""
+        out = np.full((len(vectors), k), -1, dtype=np.int32)
+        for lo in range(0, len(vectors), batch):
+            part = np.asarray(vectors[lo:lo + batch])
+            rows, _ = self.search(part, k)
+            live = np.einsum("ij,ij->i", part, part) > 0
+            out[lo:lo + len(part), :rows.shape[1]] = np.where(live[:, None], rows, -1)
+        return out
 
     def _search_unscaled(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search an index of the first bundle format: items augmented with sqrt(M² − ‖x‖²), unscaled."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from feed.kernels import scoring
 from feed.errors import ArtifactError
 from feed.features import FEATURES
 
@@ -43,11 +44,17 @@ class ValueFormula:
 
     def value(self, probs: np.ndarray, price: np.ndarray, commission: np.ndarray) -> np.ndarray:
         """(n,) value of candidates from (n, 3) probabilities in HEADS order, prices and commission rates."""
-        weights = np.array([self.weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
-        buy = probs[:, HEADS.index("purchase")]
-        base = probs @ weights + self.price_weight * buy * price
-        ceiling = self.commission_cap / (1.0 - self.commission_cap) * np.maximum(base, 0.0)
-        return base + np.minimum(self.commission_weight * buy * price * commission, ceiling)
+        return scoring.value(self.numbers(), np.ascontiguousarray(probs, dtype=np.float32),
+                             np.ascontiguousarray(price, dtype=np.float32),
+                             np.ascontiguousarray(commission, dtype=np.float32))
+
+    def numbers(self, ranker: Ranker | None = None, mode: int = scoring.RANKER, ranker_weight: float = 0.5,
+                rank_k: float = 10.0) -> scoring.Model:
+        """The formula (and a ranker's arrays, zeros without one) as the ranking kernel reads them."""
+        network = ranker.arrays() if ranker is not None else _NO_NETWORK
+        return scoring.Model(network, CLIP, np.array([self.weights.get(h, 0.0) for h in HEADS], dtype=np.float32),
+                             HEADS.index("purchase"), float(self.price_weight), float(self.commission_weight),
+                             float(self.commission_cap), int(mode), float(ranker_weight), float(rank_k))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the manifest."""
@@ -77,14 +84,20 @@ class Ranker:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(n, n_heads) uncalibrated logits of (n, n_features) features."""
-        # clipped: a value far outside what training saw must not saturate the network
-        hidden = np.maximum(np.clip((x - self.mean) / self.scale, -CLIP, CLIP) @ self.w1 + self.b1, 0.0)
-        return hidden @ self.w2 + self.b2
+        if len(x) == 0:
+            return np.zeros((0, len(HEADS)), dtype=np.float32)
+        return scoring.logits(np.ascontiguousarray(x, dtype=np.float32), self.arrays(), CLIP)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """(n, n_heads) calibrated probabilities in HEADS order."""
-        z = self.logits(x) * self.calib_a + self.calib_b
-        return (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))).astype(np.float32)
+        """(n, n_heads) calibrated probabilities in HEADS order (standardized inputs are clipped: a value far
+        outside what training saw must not saturate the network)."""
+        if len(x) == 0:
+            return np.zeros((0, len(HEADS)), dtype=np.float32)
+        return scoring.predict(np.ascontiguousarray(x, dtype=np.float32), self.arrays(), CLIP)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """mean, scale, w1, b1, w2, b2, calib_a, calib_b as C-contiguous float32 (what the kernel reads)."""
+        return tuple(np.ascontiguousarray(getattr(self, k), dtype=np.float32) for k in _ARRAYS)
 
     def save(self, path: Path) -> None:
         """Write the arrays (and feature names) to one npz."""
@@ -109,3 +122,6 @@ class Ranker:
 
 
 _ARRAYS = ("mean", "scale", "w1", "b1", "w2", "b2", "calib_a", "calib_b")
+_NO_NETWORK = tuple(np.zeros(shape, dtype=np.float32) for shape in (
+    (len(FEATURES),), (len(FEATURES),), (len(FEATURES), 1), (1,), (1, len(HEADS)), (len(HEADS),), (len(HEADS),),
+    (len(HEADS),)))

@@ -8,10 +8,12 @@ towards the caps) and then placed at their configured positions.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from feed.kernels import page as kernel
+from feed.kernels import sources
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class PageConfig:
     new_creator_max_views: float = 200.0  # creators with fewer training views than this are "new"
     explore_prior: tuple[float, float] = (1.0, 50.0)  # Beta pseudo-counts (purchases, views without purchase)
 
+    def numbers(self) -> kernel.Config:
+        """The settings as the page kernel reads them."""
+        return kernel.Config(caps_of(self), float(self.mmr_lambda), int(self.pool), bool(self.fresh_slot),
+                             int(self.fresh_position), bool(self.new_creator_slot), int(self.new_creator_position))
+
 
 @dataclass
 class PageInput:
@@ -42,81 +49,26 @@ class PageInput:
     unit: np.ndarray  # (n, dim) unit video vectors (zero rows for videos without one)
 
 
-class Caps:
-    """Running counts per creator, product and merchant on the page being built."""
-
-    def __init__(self, page: PageInput, config: PageConfig) -> None:
-        self.allowed = np.ones(len(page.relevance), dtype=bool)  # (n,) may still be placed
-        self.gate: np.ndarray | None = None  # (n,) MMR's λ·relevance, −inf where closed; replaces `allowed` once set
-        # keys as Python lists too: one list lookup per placed video instead of a numpy scalar read
-        self.groups = tuple((keys, keys.tolist(), cap, {}) for keys, cap in (
-            (page.creator, config.max_per_creator), (page.product, config.max_per_product),
-            (page.merchant, config.max_per_merchant)))  # (keys, key list, cap, key -> videos placed)
-
-    def take(self, i: int) -> None:
-        """Place candidate i; close every group it fills up (one array pass only when a group fills). Once MMR
-        has set `gate`, only the gate is kept up to date (`allowed` is not read after that)."""
-        target, closed = (self.allowed, False) if self.gate is None else (self.gate, -np.inf)
-        target[i] = closed
-        for keys, values, cap, counts in self.groups:
-            key = values[i]
-            if key < 0:
-                continue
-            placed = counts[key] = counts.get(key, 0) + 1
-            if placed >= cap:
-                target[keys == key] = closed
-
-
 def assemble(page: PageInput, limit: int, config: PageConfig, slots: dict[int, int]) -> list[int]:
     """Candidate indices of the page in order; `slots` maps a position to a candidate index reserved for it."""
-    caps = Caps(page, config)
-    reserved: dict[int, int] = {}
-    for position, i in sorted(slots.items()):
-        if caps.allowed[i]:  # a candidate reserved twice, or breaking a cap, keeps only its first slot
-            reserved[position] = i
-            caps.take(i)
-    chosen = _mmr(page, caps, limit - len(reserved), config.mmr_lambda, list(reserved.values()))
-    for position, i in reserved.items():
-        chosen.insert(min(position, len(chosen)), i)
-    return chosen[:limit]
+    n, positions = len(page.relevance), sorted(slots)
+    keys = np.vstack([page.creator, page.product, page.merchant]).astype(np.int64).reshape(3, n)
+    unit = np.ascontiguousarray(page.unit, dtype=np.float32)
+    unit = unit.reshape(n, -1) if unit.ndim != 2 else unit
+    chosen = kernel.assemble(
+        np.ascontiguousarray(page.relevance, dtype=np.float64), keys, caps_of(config), np.arange(n, dtype=np.int64),
+        unit, np.ones(n, dtype=np.float32), int(limit), float(config.mmr_lambda), np.array(positions, dtype=np.int64),
+        np.array([slots[p] for p in positions], dtype=np.int64))
+    return chosen.tolist()
 
 
-def _mmr(page: PageInput, caps: Caps, n: int, lam: float, placed: list[int]) -> list[int]:
-    """Greedy MMR picks under the caps: score = λ·relevance − (1 − λ)·max_sim, −inf where a cap forbids."""
-    chosen: list[int] = []
-    if n <= 0 or len(page.relevance) == 0:
-        return chosen
-    max_sim = np.zeros(len(page.relevance))
-    for i in placed:
-        np.maximum(max_sim, page.unit @ page.unit[i], out=max_sim)
-    # λ·relevance where allowed, −inf elsewhere; Caps.take keeps it in step, so a pick costs a few array ops
-    caps.gate = np.where(caps.allowed, lam * _normalized(page.relevance), -np.inf)
-    score = np.empty(len(max_sim))
-    while len(chosen) < n:
-        np.subtract(caps.gate, np.multiply(max_sim, 1.0 - lam, out=score), out=score)
-        i = int(score.argmax())
-        if not math.isfinite(score[i]):
-            break
-        chosen.append(i)
-        caps.take(i)
-        np.maximum(max_sim, page.unit @ page.unit[i], out=max_sim)
-    return chosen
+def caps_of(config: PageConfig) -> np.ndarray:
+    """(3,) the most videos of one creator, one product and one merchant on a page."""
+    return np.array([config.max_per_creator, config.max_per_product, config.max_per_merchant], dtype=np.int64)
 
 
-def _normalized(values: np.ndarray) -> np.ndarray:
-    """Values scaled to [0, 1] (all 1 when they are equal)."""
-    if len(values) == 0:
-        return values.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if high - low <= 0:
-        return np.ones(len(values))
-    return (values - low) / (high - low)
-
-
-def thompson_pick(purchases: np.ndarray, views: np.ndarray, prior: tuple[float, float],
-                  rng: np.random.Generator) -> int:
-    """Index of the arm with the largest draw from Beta(purchases + a, views − purchases + b); -1 when empty."""
-    if len(views) == 0:
-        return -1
-    failures = np.maximum(views - purchases, 0.0)
-    return int(np.argmax(rng.beta(purchases + prior[0], failures + prior[1])))
+def thompson_pick(purchases: np.ndarray, views: np.ndarray, prior: tuple[float, float], seed: int) -> int:
+    """Index of the arm with the largest draw from Beta(purchases + a, views − purchases + b), the draws seeded by
+    `seed` (the same seed, the same pick); -1 when there is no arm."""
+    return int(sources.thompson_pick(np.asarray(purchases, dtype=np.float64), np.asarray(views, dtype=np.float64),
+                                     float(prior[0]), float(prior[1]), int(seed) & 0xFFFFFFFF))

@@ -19,12 +19,15 @@
 from __future__ import annotations
 
 import math
+import random
+import struct
 import time
 import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -41,16 +44,20 @@ from feed.candidates import (
 from feed.cursor import Cursor, id_hashes
 from feed.dataset import Catalog
 from feed.errors import FeedError
-from feed.features import FeatureTables, PairContext
+from feed.features import FeatureTables
+from feed.kernels import page as kernel_page
+from feed.kernels import scoring as kernel_scoring
 from feed.live import LiveUser, LiveUsers
 from feed.ranker import ValueFormula
-from feed.rerank import PageConfig, PageInput, assemble, thompson_pick
+from feed.rerank import PageConfig
 from feed.stats import Stats
 
 Ranking = Literal["ranker", "retrieval", "popular"]
+RANKINGS = ("ranker", "retrieval", "popular")  # in feed.kernels.scoring's order
 LAST_READS = 100_000  # per-user store reads remembered for outages
 MAX_EXTRA = 5_000  # how far global sources (popular, trending, fresh) widen to make up for filtered videos
 STAGES = ("candidates", "ranking", "page")  # the timed parts of a feed request
+NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,7 @@ class FeedConfig:
     prior_strength: float = 20.0
 
 
-@dataclass(frozen=True)
-class ProductInfo:
+class ProductInfo(NamedTuple):
     """The product a video sells."""
 
     product_id: str
@@ -76,9 +82,8 @@ class ProductInfo:
     commission_rate: float | None
 
 
-@dataclass(frozen=True)
-class FeedItem:
-    """One ranked video of a feed."""
+class FeedItem(NamedTuple):
+    """One ranked video of a feed (a named tuple: ~20 are made per request)."""
 
     video_id: str
     creator_id: str | None
@@ -107,6 +112,20 @@ class Feed:
     sources: dict[str, int] = field(default_factory=dict)  # candidates per (best-contributing) source
 
 
+SIGNALS = ("follows", "blocks", "recently_shown")  # the per-request store reads of UserSignals
+
+
+@dataclass(frozen=True)
+class UserRead:
+    """What the store said about one user for one request (`FeedService.read`)."""
+
+    user_id: str
+    state: LiveUser | None  # events since training folded in; None: serve as trained
+    follows: list[str]  # creator ids
+    blocks: list[str]  # blocked creator ids
+    recently_shown: list[str]  # video ids shown in the last hours
+
+
 @dataclass(frozen=True)
 class UserSignals:
     """Per-request reads from the store: who the user follows and blocked, what was shown recently."""
@@ -130,17 +149,38 @@ class FeedService:
         stats = bundle.stats or Stats.empty(len(bundle.users), len(bundle.catalog.videos), len(cat.categories))
         factors = {name: rel.item_factors for name, rel in bundle.relations.items()}
         self.tables = FeatureTables(factors, cat, stats, self.config.prior_strength)
-        self.sources = CandidateSources(bundle, cat, self.tables, self.config.candidates)
+        self.hashes = id_hashes(cat.videos.ids)  # (n_videos,) for cursors
+        # (n_videos,) never shown to anyone; a mask, not a list: at catalog scale it holds tens of thousands
+        self._hidden = self._out_of_stock() if self.config.hide_out_of_stock else np.zeros(len(cat.videos), bool)
+        self._new_creators = self._find_new_creators() if self.config.page.new_creator_slot else None
+        self.sources = CandidateSources(bundle, cat, self.tables, self.config.candidates, self._hidden, self.hashes,
+                                        self._new_creators, self.config.page.explore_prior)
         self.formula = ValueFormula.from_dict(bundle.manifest["value_formula"]) if "value_formula" in \
             bundle.manifest else ValueFormula()
         self.ranking = self.config.ranking if bundle.ranker is not None else (
             "popular" if self.config.ranking == "popular" else "retrieval")
-        self.hashes = id_hashes(cat.videos.ids)  # (n_videos,) for cursors
         self._all_by_creator = Grouped(cat.video_creator, len(cat.creators), np.zeros(len(cat.videos)))
-        # (n_videos,) never shown to anyone; a mask, not a list: at catalog scale it holds tens of thousands
-        self._hidden = self._out_of_stock() if self.config.hide_out_of_stock else np.zeros(len(cat.videos), bool)
-        self._new_creators = self._find_new_creators()
         self._last_read: dict[tuple[str, str], list[str]] = {}  # (signal, user) -> last values read
+        self._product_infos: dict[int, tuple[ProductInfo | None, str | None]] = {}  # product row -> _product
+        self._numbers = self._kernel_numbers()
+        self._warm_up()
+
+    def _kernel_numbers(self) -> tuple[object, object, object]:
+        """The settings and per-model arrays of the three stage kernels, made once."""
+        config, tables = self.config, self.tables
+        model = self.formula.numbers(self.bundle.ranker, RANKINGS.index(self.ranking), config.ranker_weight,
+                                     config.rank_k)
+        page = kernel_page.Tables(tables.layout.record, tables.layout.keys, tables.factors_of("video"))
+        return model, page, config.page.numbers()
+
+    def _warm_up(self) -> None:
+        """One feed through the three stages for nobody, without the store: compiles (or loads) the kernels
+        before the first request needs them."""
+        user = UserView("", {}, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                        np.zeros(len(self.catalog.categories), dtype=np.float32), -1)
+        cands = self.sources.gather(user, np.zeros(0, dtype=np.int64), 1)
+        relevance, _ = self._relevance(user, cands, None)
+        self._page(cands, relevance, 1)
 
     def with_catalog(self, catalog: Catalog) -> FeedService:
         """The same model and settings over a newer catalog."""
@@ -174,25 +214,40 @@ class FeedService:
     def feed(self, user_id: str, limit: int = 20, exclude: tuple[str, ...] = (), cursor: Cursor | None = None,
              seed: int | None = None, now_ms: float | None = None, request_id: str | None = None) -> Feed:
         """One page of the user's feed; pass the returned `next_cursor` back for the next page."""
-        cursor = cursor or Cursor.first(seed if seed is not None else int(np.random.default_rng().integers(2**31)))
+        return self.rank(self.read(user_id), limit, exclude, cursor, seed, now_ms, request_id)
+
+    @property
+    def reads_store(self) -> bool:
+        """True when `read` talks to the store (blocking I/O: callers on an event loop run it in a thread)."""
+        return self.live is not None or any(getattr(self.signals, name) is not None for name in SIGNALS)
+
+    def read(self, user_id: str) -> UserRead:
+        """What the store says about the user now: real-time state, follows, blocks, recently shown videos.
+        Never raises: when the store fails, the user is served as trained (see `_live_state`, `_read`)."""
+        if not self.reads_store:
+            return UserRead(user_id, None, [], [], [])
+        return UserRead(user_id, self._live_state(user_id), *(self._read(name, user_id) for name in SIGNALS))
+
+    def rank(self, read: UserRead, limit: int = 20, exclude: tuple[str, ...] = (), cursor: Cursor | None = None,
+             seed: int | None = None, now_ms: float | None = None, request_id: str | None = None) -> Feed:
+        """One page for a user whose store reads are done (`read`): CPU only, no I/O."""
+        cursor = cursor or Cursor.first(seed if seed is not None else random.getrandbits(31))
         clock = [time.perf_counter()]
-        state = self._live_state(user_id)
-        user = self._user_view(user_id, state)
-        blocked = self._blocked(user_id, state, exclude)
+        user = self._user_view(read)
+        blocked = self._blocked(read, exclude)
         cands = self._candidates(user, blocked, cursor, limit)
-        rng = np.random.default_rng([zlib.crc32(user_id.encode()), cursor.seed, cursor.page])
-        cands = self._with_new_creator(cands, blocked, cursor, rng)
         clock.append(time.perf_counter())
         relevance, probs = self._relevance(user, cands, now_ms)
         clock.append(time.perf_counter())
-        chosen = self._assemble(cands, relevance, limit)
+        chosen = self._page(cands, relevance, limit)
         items = self._items(cands, chosen, relevance, probs)
         shown = self.hashes[cands.videos[chosen]]
         following = cursor.next(cursor.seed, shown, self.config.max_depth) if len(chosen) == limit else None
         clock.append(time.perf_counter())
-        return Feed(request_id or uuid.uuid4().hex, user_id, items, self.model_version, cold_start=not user.vectors,
-                    seed=cursor.seed, next_cursor=following.encode() if following else None, ranking=self.ranking,
-                    timings=dict(zip(STAGES, np.diff(clock).tolist(), strict=True)),
+        return Feed(request_id or uuid.uuid4().hex, read.user_id, items, self.model_version,
+                    cold_start=not user.vectors, seed=cursor.seed,
+                    next_cursor=following.encode() if following else None, ranking=self.ranking,
+                    timings={STAGES[i]: clock[i + 1] - clock[i] for i in range(len(STAGES))},
                     sources=self._source_counts(cands))
 
     def _source_counts(self, cands: Candidates) -> dict[str, int]:
@@ -202,7 +257,7 @@ class FeedService:
 
     def candidates(self, user_id: str, n: int = 50) -> dict[str, list[str]]:
         """Each source's ranked candidate video ids for a user, before fusion and filters (for inspection)."""
-        user = self._user_view(user_id, self._live_state(user_id))
+        user = self._user_view(self.read(user_id))
         lists = self.sources.lists(user, 0)
         return {name: [str(v) for v in self.catalog.videos.ids[rows[:n]]] for name, (rows, _) in lists.items()}
 
@@ -238,9 +293,9 @@ class FeedService:
         if len(self._last_read) > LAST_READS:
             self._last_read.pop(next(iter(self._last_read)))
 
-    def _user_view(self, user_id: str, state: LiveUser | None) -> UserView:
+    def _user_view(self, read: UserRead) -> UserView:
         """Vectors, latest videos, follows, category history and segment of the user."""
-        row = self.bundle.users.row(user_id)
+        state, row = read.state, self.bundle.users.row(read.user_id)
         vectors = {name: rel.user_factors[row] for name, rel in self.bundle.relations.items()} if row >= 0 else {}
         vectors.update(state.vectors if state else {})
         stats, n_categories = self.tables.stats, len(self.catalog.categories)
@@ -252,149 +307,84 @@ class FeedService:
         fresh_vector = state is not None and "video" in state.vectors
         segment = stats.segment_of(vectors.get("video")) if fresh_vector or row < 0 else (
             int(stats.user_segment[row]) if row < len(stats.user_segment) else -1)
-        follows = self.catalog.creators.rows(self._read("follows", user_id))
-        return UserView(user_id, vectors, recent, follows[follows >= 0], categories, segment)
+        follows = self.catalog.creators.rows(read.follows) if read.follows else NO_ROWS
+        return UserView(read.user_id, vectors, recent, follows[follows >= 0], categories, segment)
 
-    def _blocked(self, user_id: str, state: LiveUser | None, exclude: tuple[str, ...]) -> np.ndarray:
+    def _blocked(self, read: UserRead, exclude: tuple[str, ...]) -> np.ndarray:
         """Video rows never to show this user now (see the module docstring)."""
-        row, cat, everything = self.bundle.users.row(user_id), self.catalog, len(self.catalog.videos)
-        seen = _row_of(self.bundle.seen, row)
+        row, cat, everything = self.bundle.users.row(read.user_id), self.catalog, len(self.catalog.videos)
+        parts = [_row_of(self.bundle.seen, row)]
+        creators = cat.creators.rows([read.user_id, *read.blocks])
+        if (creators >= 0).any():  # the user's own videos and blocked creators'
+            parts.append(self._all_by_creator.top(creators, everything)[0])
         bought = _row_of(self.bundle.bought, row)
-        creators = cat.creators.rows([user_id, *self._read("blocks", user_id)])
-        own_or_blocked, _ = self._all_by_creator.top(creators, everything)
-        of_bought, _ = self.sources.by_product.top(bought, everything)
-        shown = cat.videos.rows(self._read("recently_shown", user_id))
-        excluded = cat.videos.rows(list(exclude)) if exclude else np.zeros(0, dtype=np.int64)
-        live = state.blocked if state else np.zeros(0, dtype=np.int64)
-        parts = [seen, live, own_or_blocked, of_bought, shown[shown >= 0], excluded[excluded >= 0]]
-        return np.concatenate(parts).astype(np.int64)
+        if len(bought):
+            parts.append(self.sources.by_product.top(bought, everything)[0])
+        for ids in (read.recently_shown, exclude):
+            rows = cat.videos.rows(list(ids)) if ids else NO_ROWS
+            parts.append(rows[rows >= 0])
+        if read.state is not None:
+            parts.append(read.state.blocked)
+        return np.concatenate(parts).astype(np.int64) if len(parts) > 1 else parts[0]
 
     def _candidates(self, user: UserView, blocked: np.ndarray, cursor: Cursor, limit: int) -> Candidates:
-        """Fused candidates without blocked rows or anything an earlier page showed."""
+        """Fused candidates without blocked rows or anything an earlier page showed, with the new-creator pick
+        (drawn by Thompson sampling, seeded by the user, the request seed and the page)."""
         extra = min(len(blocked) + len(cursor.shown) + limit, MAX_EXTRA)
-        cands = self.sources.gather(user, blocked, extra, self._hidden)
-        if len(cursor.shown):
-            keep = ~isin(self.hashes[cands.videos], cursor.shown)
-            cands = Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])
-        return cands
-
-    def _with_new_creator(self, cands: Candidates, blocked: np.ndarray, cursor: Cursor,
-                          rng: np.random.Generator) -> Candidates:
-        """Add one video of a new creator drawn by Thompson sampling (source `new_creator`)."""
-        if not self.config.page.new_creator_slot or len(self._new_creators[0]) == 0:
-            return cands
-        creators, views, buys = self._new_creators
-        arm = thompson_pick(buys, views, self.config.page.explore_prior, rng)
-        videos, _ = self.sources.newest_by_creator.top(creators[arm:arm + 1], 5)
-        shown = isin(self.hashes[videos], cursor.shown)
-        videos = videos[~isin(videos, blocked) & ~self._hidden[videos] & ~shown]
-        if len(videos) == 0:
-            return cands
-        video = videos[0]
-        at = np.flatnonzero(cands.videos == video)
-        source = SOURCES.index("new_creator")
-        if len(at):
-            cands.source[at[0]] = source
-            return cands
-        return Candidates(np.append(cands.videos, video), np.append(cands.rrf, 0.0),
-                          np.append(cands.source, source), np.append(cands.detail, -1))
+        user_hash = zlib.crc32(user.user_id.encode("utf-8", "surrogatepass"))
+        draw_seed = zlib.crc32(struct.pack("<III", user_hash, cursor.seed & 0xFFFFFFFF, cursor.page))
+        return self.sources.gather(user, blocked, extra, cursor.shown, draw_seed)
 
     def _relevance(self, user: UserView, cands: Candidates, now_ms: float | None) -> tuple[np.ndarray, np.ndarray]:
         """(n,) relevance and (n, 3) probabilities (empty without a ranker)."""
-        if self.ranking == "popular":
-            return self.tables.log_views[cands.videos].astype(np.float64), np.zeros((0, 3))
-        if self.ranking == "retrieval":
-            return cands.rrf, np.zeros((0, 3))
         now = now_ms if now_ms is not None else self.tables.stats.end_ms
-        x = self.tables.features(cands.videos, self._pairs(user, cands.videos), now)
-        probs = self.bundle.ranker.predict(x)
-        value = self.formula.value(probs, self.tables.price[cands.videos], self.tables.commission[cands.videos])
-        w, k = self.config.ranker_weight, self.config.rank_k
-        return w / (k + _ranks(value)) + (1.0 - w) / (k + _ranks(cands.rrf)), probs
+        scoring_user = self.tables.user(user.vectors, user.recent, user.follows, user.categories, user.segment, now)
+        return kernel_scoring.relevance(self.tables.kernel_tables, self._numbers[0], scoring_user, cands.videos,
+                                        cands.rrf)
 
-    def _pairs(self, user: UserView, videos: np.ndarray) -> PairContext:
-        """Per-pair context for one user and many videos."""
-        n = len(videos)
-        affinity = {name: self.tables.affinity(name, vector, videos) for name, vector in user.vectors.items()}
-        creator = self.catalog.video_creator[videos]
-        return PairContext(
-            affinity=affinity, follows=isin(creator, user.follows).astype(np.float32),
-            session_sim=self.tables.session_similarity(user.recent, videos),
-            segment=np.full(n, user.segment, dtype=np.int64),
-            category_share=self.tables.category_share(user.categories, videos),
-            activity=np.full(n, float(user.categories.sum()), dtype=np.float32))
-
-    def _assemble(self, cands: Candidates, relevance: np.ndarray, limit: int) -> list[int]:
-        """The page's candidate indices: MMR over the most relevant `page.pool` candidates (and the slots),
-        over all of them when the caps leave that pool short of a full page."""
-        slots = self._slots(cands, limit)
-        pool = np.arange(len(relevance))
-        if len(pool) > self.config.page.pool:
-            top = np.argpartition(-relevance, self.config.page.pool)[:self.config.page.pool]
-            pool = np.sort(np.concatenate([top, np.fromiter(slots.values(), dtype=np.int64, count=len(slots))]))
-            pool = pool[np.r_[True, pool[1:] != pool[:-1]]]  # np.union1d without numpy 2's slow hashed unique
-        chosen = assemble(self._page_input(cands.videos[pool], relevance[pool]), limit, self.config.page,
-                          {pos: int(np.searchsorted(pool, i)) for pos, i in slots.items()})  # pool is sorted
-        if len(chosen) < limit and len(pool) < len(relevance):
-            return assemble(self._page_input(cands.videos, relevance), limit, self.config.page, slots)
-        return [int(pool[j]) for j in chosen]
-
-    def _page_input(self, videos: np.ndarray, relevance: np.ndarray) -> PageInput:
-        """The arrays page assembly needs."""
-        cat, unit = self.catalog, self.tables.unit_video
-        known = videos < len(unit)
-        if not len(unit):
-            vectors = np.zeros((len(videos), 1))
-        elif known.all():  # the usual case: no video added since training among them
-            vectors = unit[videos]
-        else:
-            vectors = np.where(known[:, None], unit[np.where(known, videos, 0)], 0.0)
-        return PageInput(relevance, cat.video_creator[videos], cat.video_product[videos],
-                         cat.video_merchant(videos), vectors)
-
-    def _slots(self, cands: Candidates, limit: int) -> dict[int, int]:
-        """Positions reserved for exploration: the new-creator pick and the newest video not yet shown."""
-        config, slots = self.config.page, {}
-        new = np.flatnonzero(cands.source == SOURCES.index("new_creator"))
-        if config.new_creator_slot and len(new) and config.new_creator_position < limit:
-            slots[config.new_creator_position] = int(new[0])
-        if config.fresh_slot and config.fresh_position < limit and len(cands.videos):
-            published = self.sources.published[cands.videos]  # a copy: −inf where unknown
-            published[list(slots.values())] = -np.inf
-            newest = int(np.argmax(published))
-            if np.isfinite(published[newest]):
-                slots[config.fresh_position] = newest
-        return slots
+    def _page(self, cands: Candidates, relevance: np.ndarray, limit: int) -> list[int]:
+        """The page's candidate indices: slots, caps and MMR (`feed.kernels.page`)."""
+        _, tables, numbers = self._numbers
+        return kernel_page.page(tables, numbers, cands.videos, cands.source, relevance, int(limit)).tolist()
 
     def _items(self, cands: Candidates, chosen: list[int], relevance: np.ndarray,
                probs: np.ndarray) -> list[FeedItem]:
         """Response items for the chosen candidates (one gather per column, then plain Python per item)."""
         cat, at = self.catalog, np.asarray(chosen, dtype=np.int64)
         videos = cands.videos[at]
-        creators, products = cat.video_creator[videos], cat.video_product[videos]
-        has_product = products >= 0
-        product_rows = np.where(has_product, products, 0)
-        merchants = np.where(has_product, cat.product_merchant[product_rows], -1) if len(cat.products) else \
-            np.full(len(at), -1)
-        creator_ids = [str(c) if r >= 0 else None for r, c in zip(
-            creators.tolist(), cat.creators.ids[np.maximum(creators, 0)].tolist() if len(cat.creators) else
-            [None] * len(at), strict=True)]
-        merchant_ids = cat.merchants.ids[np.maximum(merchants, 0)].tolist() if len(cat.merchants) else [None] * len(
-            at)
-        merchants = merchants.tolist()
-        infos = self._products(products)
-        heads = probs[at].tolist() if len(probs) else None
+        creator_ids, heads = self._creator_ids, (probs[at].tolist() if len(probs) else None)
         items = []
-        for j, (video, source, detail, score) in enumerate(zip(
-                cat.videos.ids[videos].tolist(), cands.source[at].tolist(), cands.detail[at].tolist(),
-                relevance[at].tolist(), strict=True)):
-            creator_id, info, name = creator_ids[j], infos[j], SOURCES[source]
-            sponsored = creator_id is not None and merchants[j] >= 0 and str(merchant_ids[j]) == creator_id
+        for j, (video, creator, product, source, detail, score) in enumerate(zip(
+                cat.videos.ids[videos].tolist(), cat.video_creator[videos].tolist(), cat.video_product[videos].tolist(),
+                cands.source[at].tolist(), cands.detail[at].tolist(), relevance[at].tolist(), strict=True)):
+            creator_id, name = creator_ids[creator] if creator >= 0 else None, SOURCES[source]
+            info, merchant_id = self._product(product)
+            sponsored = creator_id is not None and merchant_id == creator_id
             earns = info is not None and (info.commission_rate or 0.0) > 0 and not sponsored
-            predicted = dict(zip(("watch", "share", "purchase"), heads[j], strict=True)) if heads else None
+            predicted = {"watch": heads[j][0], "share": heads[j][1], "purchase": heads[j][2]} if heads else None
             items.append(FeedItem(str(video), creator_id, info, score, self._reason(name, detail, creator_id), name,
                                   sponsored, earns, predicted))
         return items
+
+    @cached_property
+    def _creator_ids(self) -> list[str]:
+        """Creator ids by row, as Python strings."""
+        return [str(c) for c in self.catalog.creators.ids.tolist()]
+
+    def _product(self, row: int) -> tuple[ProductInfo | None, str | None]:
+        """A product row's info and merchant id (None for -1), remembered per row: the catalog does not change."""
+        if row < 0:
+            return None, None
+        known = self._product_infos.get(row)
+        if known is None:
+            cat = self.catalog
+            price, rate = float(cat.product_price[row]), float(cat.product_commission[row])
+            merchant = int(cat.product_merchant[row])
+            known = (ProductInfo(str(cat.products.ids[row]), None if math.isnan(price) else price,
+                                 None if math.isnan(rate) else rate),
+                     str(cat.merchants.ids[merchant]) if merchant >= 0 else None)
+            self._product_infos[row] = known
+        return known
 
     def _reason(self, source: str, detail: int, creator_id: str | None) -> str:
         """Why a candidate is on the page, in the user's words."""
@@ -405,17 +395,6 @@ class FeedService:
         if source == "session" and detail >= 0:
             return "like the video you just watched"
         return REASONS[source]
-
-    def _products(self, rows: np.ndarray) -> list[ProductInfo | None]:
-        """Product info per product row, None for -1."""
-        cat = self.catalog
-        if not len(cat.products):
-            return [None] * len(rows)
-        safe = np.maximum(rows, 0)
-        return [ProductInfo(str(pid), None if math.isnan(price) else price, None if math.isnan(rate) else rate)
-                if row >= 0 else None for row, pid, price, rate in zip(
-                    rows.tolist(), cat.products.ids[safe].tolist(), cat.product_price[safe].astype(np.float64).tolist(),
-                    cat.product_commission[safe].astype(np.float64).tolist(), strict=True)]
 
 
 REASONS = {
@@ -429,13 +408,6 @@ REASONS = {
     "popular": "popular now",
     "new_creator": "new creator",
 }
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """0-based rank of each value, highest first (ties by position)."""
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[np.argsort(-values, kind="stable")] = np.arange(len(values))
-    return ranks
 
 
 def _row_of(matrix: object, row: int) -> np.ndarray:

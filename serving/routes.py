@@ -10,13 +10,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from feed.cursor import Cursor, CursorError
-from feed.service import Feed
 from serving.auth import AppDep
 from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
 from serving.metrics import render
 from serving.observability import REQUEST_ID
 from serving.schemas import FeedOut, Health, Ready, ReloadOut, feed_json
-from serving.threads import search_threads
 
 router = APIRouter()
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id.")]
@@ -71,15 +69,14 @@ async def user_feed(
         parsed = Cursor.decode(cursor) if cursor is not None else None
     except CursorError as exc:
         raise HTTPException(400, detail=f"cursor: {exc}") from exc
-    threads, request_id = request.app.state.settings.faiss_threads, REQUEST_ID.get()
-
-    def build() -> Feed:
-        search_threads(threads)  # OpenMP settings are per thread: a worker thread starts with all cores
-        return model.service.feed(user_id, limit, tuple(exclude), parsed, seed, now_ms=time.time() * 1000,
-                                  request_id=request_id)
-
-    # a few threads at most: feeds are CPU-bound numpy work, and many threads only fight over the GIL
-    feed = await anyio.to_thread.run_sync(build, limiter=request.app.state.feed_limiter)
+    service = model.service
+    # the store reads block on I/O: a worker thread; the ranking is CPU work under the GIL, so it runs right here
+    # (a hand-off to a thread and back costs more than it frees the loop: one process computes one feed at a time
+    # either way)
+    read = await anyio.to_thread.run_sync(service.read, user_id, limiter=request.app.state.feed_limiter) if \
+        service.reads_store else service.read(user_id)
+    feed = service.rank(read, limit, tuple(exclude), parsed, seed, now_ms=time.time() * 1000,
+                        request_id=REQUEST_ID.get())
     impressions = request.app.state.impressions
     if impressions is not None:
         impressions.offer(feed)

@@ -65,7 +65,7 @@ class FeedOut(BaseModel):
 
 def _item(item: FeedItem) -> FeedItemOut:
     """Response item from a core FeedItem."""
-    product = None if item.product is None else ProductOut(**vars(item.product))
+    product = None if item.product is None else ProductOut(**item.product._asdict())
     predicted = None if item.predicted is None else PredictedOut(**item.predicted)
     return FeedItemOut(video_id=item.video_id, creator_id=item.creator_id, product=product, score=item.score,
                        reason=item.reason, source=item.source, sponsored=item.sponsored,

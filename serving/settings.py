@@ -45,8 +45,9 @@ class ServingSettings(BaseSettings):
         6.0, ge=0, description="Hide videos the user was shown this many hours ago or less; 0 = off.")
     hide_out_of_stock: bool = True
     faiss_threads: int = Field(1, ge=1, description="OpenMP threads per FAISS search (requests run in parallel).")
-    feed_threads: int = Field(1, ge=1, description="Feeds computed at once per process (CPU-bound: more threads "
-                              "only contend for the GIL; run more workers or replicas instead).")
+    feed_threads: int = Field(4, ge=1, description="Feed requests reading the store at once per process (real-time "
+                              "state, follows, blocks: I/O, in worker threads). The ranking itself is CPU work "
+                              "and runs on the event loop, one feed at a time: run more workers or replicas.")
     reload_interval_s: float = Field(30.0, ge=0, description="How often to check for a new champion; 0 = never.")
     environment: Literal["development", "production"] = Field(
         "development", description="production refuses to start with placeholder or missing secrets.")

@@ -71,6 +71,8 @@ class IndexConfig(Strict):
 
     factory: str = "Flat"
     search_params: str = ""
+    # each video's nearest videos, stored in the bundle: the session source reads them instead of searching
+    neighbours: int = Field(40, ge=0, le=1000)
 
 
 class SplitConfig(Strict):

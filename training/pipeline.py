@@ -125,7 +125,7 @@ def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, prog
     the item vectors, compute stats and train the ranker; returns the bundle and the ranker's held-out metrics."""
     data = build_interactions(events, catalog, config.weights, config.full_watch_ratio)
     retrieval = fit_retrieval(data, config, progress, plan)
-    relations = {r: _indexed(f, data.matrices[r], config) for r, f in retrieval.relations.items()}
+    relations = {r: _indexed(r, f, data.matrices[r], config) for r, f in retrieval.relations.items()}
     popularity = PopularityRecommender().fit(data.matrices["video"]).item_counts
     video_users = relations["video"].user_factors if "video" in relations else None
     stats = compute_stats(events, catalog, data.users, video_users, stats_config(config))
@@ -137,10 +137,12 @@ def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, prog
     return bundle, metrics
 
 
-def _indexed(fitted: Fitted, user_items: sp.csr_matrix, config: TrainConfig) -> RelationModel:
-    """One relation's served vectors and their FAISS index."""
+def _indexed(relation: str, fitted: Fitted, user_items: sp.csr_matrix, config: TrainConfig) -> RelationModel:
+    """One relation's served vectors and their FAISS index (and, for videos, each video's nearest videos)."""
     index = VectorIndex.build(fitted.item_factors, config.index.factory, config.index.search_params)
-    return RelationModel(fitted.user_factors, fitted.item_factors, index, user_items, fitted.mix)
+    k = config.index.neighbours if relation == "video" else 0
+    neighbours = index.neighbours(fitted.item_factors, k) if k else None
+    return RelationModel(fitted.user_factors, fitted.item_factors, index, user_items, fitted.mix, neighbours)
 
 
 def bundle_manifest(

@@ -21,7 +21,7 @@ def service(small_bundle_dir):
 
 @pytest.fixture(scope="module")
 def user(service):
-    return service._user_view(service.bundle.manifest["sample_user_ids"][0], None)
+    return service._user_view(service.read(service.bundle.manifest["sample_user_ids"][0]))
 
 
 def source(service, user, name, n=30):
@@ -63,7 +63,7 @@ def test_following_source_is_the_newest_videos_of_followed_creators(service, sma
     bundle = service.bundle
     creators = [str(bundle.catalog.creators.ids[i]) for i in (3, 7)]
     followed = FeedService(bundle, signals=UserSignals(follows=lambda _: creators))
-    view = followed._user_view("someone", None)
+    view = followed._user_view(followed.read("someone"))
     rows, _ = followed.sources._source("following", view, 50, 0)
     cat = followed.catalog
     assert set(cat.creators.ids[cat.video_creator[rows]]) == set(creators)
@@ -105,7 +105,7 @@ def test_session_source_finds_neighbours_of_the_latest_videos(service, user):
 
 
 def test_a_user_nobody_knows_gets_only_global_sources(service):
-    view = service._user_view("brand-new-user", None)
+    view = service._user_view(service.read("brand-new-user"))
     lists = service.sources.lists(view, 0)
     assert set(lists) == {"trending", "fresh", "popular"} and view.segment == -1
 

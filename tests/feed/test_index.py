@@ -85,3 +85,13 @@ def test_indexes_of_the_first_bundle_format_are_still_searched_right():
     rows, scores = index.search(queries, 10)
     np.testing.assert_array_equal(rows, exact_top_k(queries, items, 10))
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ items.T, rows, axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_nearest_is_search_for_one_vector():
+    rng = np.random.default_rng(4)
+    items = rng.normal(size=(300, 8)).astype(np.float32)
+    index = VectorIndex.build(items, "Flat")
+    for vector in rng.normal(size=(5, 8)).astype(np.float32):
+        rows, _ = index.search(vector, 20)
+        assert index.nearest(vector, 20).tolist() == rows[0].tolist()
+    assert len(index.nearest(items[0], 1000)) == 300  # k is capped at the number of items

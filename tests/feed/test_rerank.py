@@ -67,11 +67,11 @@ def test_mmr_skips_near_duplicates():
 
 
 def test_thompson_sampling_prefers_the_better_arm_and_still_explores():
-    rng = np.random.default_rng(0)
     views, buys = np.array([1000.0, 1000.0, 2.0]), np.array([100.0, 5.0, 0.0])
-    picks = np.bincount([thompson_pick(buys, views, (1.0, 50.0), rng) for _ in range(2000)], minlength=3)
+    picks = np.bincount([thompson_pick(buys, views, (1.0, 50.0), seed) for seed in range(2000)], minlength=3)
     assert picks[0] > picks[1] and picks[2] > 0  # the unknown arm still gets drawn sometimes
-    assert thompson_pick(np.zeros(0), np.zeros(0), (1.0, 1.0), rng) == -1
+    assert thompson_pick(np.zeros(0), np.zeros(0), (1.0, 1.0), 0) == -1
+    assert thompson_pick(buys, views, (1.0, 50.0), 7) == thompson_pick(buys, views, (1.0, 50.0), 7)  # seeded
 
 
 @settings(max_examples=300, deadline=None)

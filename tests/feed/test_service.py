@@ -230,7 +230,7 @@ def test_blocked_creators_stay_blocked_when_the_store_fails(bundle):
 
 
 def test_the_session_source_never_proposes_the_seed_itself(service):
-    user = service._user_view(service.bundle.manifest["sample_user_ids"][0], None)
+    user = service._user_view(service.read(service.bundle.manifest["sample_user_ids"][0]))
     rows, _ = service.sources._source("session", user, 30, 0)
     assert len(rows) and not set(rows) & set(user.recent[:service.config.candidates.session_seeds])
 
