@@ -172,8 +172,13 @@ class CandidateSources:
 
     def _seeds(self, user: UserView) -> np.ndarray:
         """The latest videos that have a (non-zero) vector: the session source's seeds."""
-        recent = user.recent[user.recent < len(self.tables.inv_norm)]
-        return recent[self.tables.inv_norm[recent] > 0][:self.config.session_seeds].astype(np.int64)
+        inv_norm, seeds = self.tables.inv_norm, []
+        for row in user.recent.tolist():  # newest first; a handful of rows
+            if row < len(inv_norm) and inv_norm[row] > 0:
+                seeds.append(row)
+                if len(seeds) == self.config.session_seeds:
+                    break
+        return np.array(seeds, dtype=np.int64)
 
     def _seed_matches(self, seeds: np.ndarray, n: int) -> np.ndarray:
         """(n_seeds, n) each seed's nearest videos by the video index: the bundle's precomputed neighbours when

@@ -33,13 +33,14 @@ class VectorIndex:
         self.factory = factory
         self.search_params = search_params
         self.scaled = scaled  # False: an index of a bundle written before the 1/M scaling
+        self._ntotal = int(index.ntotal)  # the index is complete when wrapped (read, or built then added)
         if search_params:
             _apply_search_params(index, search_params)
 
     @property
     def ntotal(self) -> int:
         """Number of indexed items."""
-        return int(self.index.ntotal)
+        return self._ntotal
 
     @property
     def dim(self) -> int:

@@ -56,8 +56,8 @@ def assemble(page: PageInput, limit: int, config: PageConfig, slots: dict[int, i
     unit = np.ascontiguousarray(page.unit, dtype=np.float32)
     unit = unit.reshape(n, -1) if unit.ndim != 2 else unit
     chosen = kernel.assemble(
-        np.ascontiguousarray(page.relevance, dtype=np.float64), keys, caps_of(config), np.arange(n, dtype=np.int64),
-        unit, np.ones(n, dtype=np.float32), int(limit), float(config.mmr_lambda), np.array(positions, dtype=np.int64),
+        np.ascontiguousarray(page.relevance, dtype=np.float64), keys, caps_of(config), unit,
+        np.ones(n, dtype=np.float32), int(limit), float(config.mmr_lambda), np.array(positions, dtype=np.int64),
         np.array([slots[p] for p in positions], dtype=np.int64))
     return chosen.tolist()
 

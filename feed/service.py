@@ -352,18 +352,19 @@ class FeedService:
         """Response items for the chosen candidates (one gather per column, then plain Python per item)."""
         cat, at = self.catalog, np.asarray(chosen, dtype=np.int64)
         videos = cands.videos[at]
-        creator_ids, heads = self._creator_ids, (probs[at].tolist() if len(probs) else None)
+        creator_ids, product, reason = self._creator_ids, self._product, self._reason
+        heads = probs[at].tolist() if len(probs) else [None] * len(at)
         items = []
-        for j, (video, creator, product, source, detail, score) in enumerate(zip(
+        for video, creator, product_row, source, detail, score, head in zip(
                 cat.videos.ids[videos].tolist(), cat.video_creator[videos].tolist(), cat.video_product[videos].tolist(),
-                cands.source[at].tolist(), cands.detail[at].tolist(), relevance[at].tolist(), strict=True)):
+                cands.source[at].tolist(), cands.detail[at].tolist(), relevance[at].tolist(), heads, strict=True):
             creator_id, name = creator_ids[creator] if creator >= 0 else None, SOURCES[source]
-            info, merchant_id = self._product(product)
+            info, merchant_id = product(product_row)
             sponsored = creator_id is not None and merchant_id == creator_id
             earns = info is not None and (info.commission_rate or 0.0) > 0 and not sponsored
-            predicted = {"watch": heads[j][0], "share": heads[j][1], "purchase": heads[j][2]} if heads else None
-            items.append(FeedItem(str(video), creator_id, info, score, self._reason(name, detail, creator_id), name,
-                                  sponsored, earns, predicted))
+            predicted = None if head is None else {"watch": head[0], "share": head[1], "purchase": head[2]}
+            items.append(FeedItem(str(video), creator_id, info, score, reason(name, detail, creator_id), name, sponsored,
+                                  earns, predicted))
         return items
 
     @cached_property
@@ -388,6 +389,8 @@ class FeedService:
 
     def _reason(self, source: str, detail: int, creator_id: str | None) -> str:
         """Why a candidate is on the page, in the user's words."""
+        if source in REASONS_BY_SOURCE:
+            return REASONS_BY_SOURCE[source]
         if source == "following":
             return f"you follow {creator_id}"
         if source == "trending" and detail >= 0:
@@ -408,6 +411,9 @@ REASONS = {
     "popular": "popular now",
     "new_creator": "new creator",
 }
+
+
+REASONS_BY_SOURCE = {s: r for s, r in REASONS.items() if s not in ("following", "trending", "session")}
 
 
 def _row_of(matrix: object, row: int) -> np.ndarray:

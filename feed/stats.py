@@ -80,16 +80,19 @@ class Stats:
         if user_row < 0:
             return np.zeros(0, dtype=np.int64)
         lo, hi = self.recent.indptr[user_row], self.recent.indptr[user_row + 1]
-        order = np.argsort(self.recent.data[lo:hi], kind="stable")
-        return self.recent.indices[lo:hi][order].astype(np.int64)
+        rows = self.recent.indices[lo:hi].astype(np.int64)
+        ranks = self.recent.data[lo:hi]
+        return rows if hi - lo < 2 or (ranks[1:] > ranks[:-1]).all() else rows[np.argsort(ranks, kind="stable")]
 
     def categories_of(self, user_row: int, n_categories: int) -> np.ndarray:
         """(n_categories,) the user's engaged events per category (zeros for -1 or categories added later)."""
         out = np.zeros(n_categories, dtype=np.float32)
         if 0 <= user_row < self.user_category.shape[0]:
             lo, hi = self.user_category.indptr[user_row], self.user_category.indptr[user_row + 1]
-            cols = self.user_category.indices[lo:hi]
-            out[cols[cols < n_categories]] = self.user_category.data[lo:hi][cols < n_categories]
+            cols, values = self.user_category.indices[lo:hi], self.user_category.data[lo:hi]
+            if len(cols) and cols.max() >= n_categories:
+                cols, values = cols[cols < n_categories], values[cols < n_categories]
+            out[cols] = values
         return out
 
     def segment_of(self, vector: np.ndarray | None) -> int:

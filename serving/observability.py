@@ -138,6 +138,8 @@ class ObserveRequests:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         self.telemetry.requests.add((route, scope["method"], str(status)))
         self.telemetry.latency.observe((route, scope["method"]), seconds)
+        if not access_log.isEnabledFor(logging.INFO):  # the fields below cost more than the check
+            return
         access_log.info("%s %s %d %.1f ms", scope["method"], route, status, seconds * 1000, extra={
             "method": scope["method"], "route": route, "path": scope["path"], "status": status,
             "duration_ms": round(seconds * 1000, 3), "client_request_id": _client_id(scope)})

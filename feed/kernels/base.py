@@ -7,19 +7,17 @@ import numpy as np
 
 FLAGS = {"reassoc", "contract"}  # let LLVM vectorize dot products; keep inf/NaN semantics
 jit = numba.njit(cache=True, nogil=True, fastmath=FLAGS)
-# per-element helpers: inlined where they are called (no call, no copy of the tuples of arrays they are passed)
-inline = numba.njit(cache=True, nogil=True, fastmath=FLAGS, inline="always")
 NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
-@inline
+@jit
 def contains(sorted_pool: np.ndarray, value: int) -> bool:
     """True when value is in the ascending array."""
     at = np.searchsorted(sorted_pool, value)
     return at < len(sorted_pool) and sorted_pool[at] == value
 
 
-@inline
+@jit
 def dot(a: np.ndarray, b: np.ndarray) -> float:
     """Inner product of two float32 vectors of the same length, accumulated in float32 lanes."""
     total = np.float32(0.0)
@@ -28,10 +26,18 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     return total
 
 
-@inline
-def cosine(factors: np.ndarray, inv_norm: np.ndarray, a: int, b: int) -> float:
-    """Cosine between the vectors of rows a and b (0 when either is a zero vector)."""
-    return dot(factors[a], factors[b]) * inv_norm[a] * inv_norm[b]
+@jit
+def gather_rows(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """table[rows] for a 2-D table, rows out of range left as zeros: a loop of independent loads, so the memory
+    system fetches many rows at once instead of one dependent chain of misses per candidate."""
+    width = table.shape[1]
+    out = np.zeros((len(rows), width), table.dtype)
+    for i in range(len(rows)):
+        row = rows[i]
+        if 0 <= row < len(table):
+            for j in range(width):
+                out[i, j] = table[row, j]
+    return out
 
 
 @jit
@@ -49,18 +55,19 @@ def sort_by_key(keys: np.ndarray) -> np.ndarray:
 
 @jit
 def order_desc(values: np.ndarray) -> np.ndarray:
-    """Positions of float values from the largest to the smallest, ties by position (NaN last)."""
+    """Positions of values from the largest to the smallest, ties by position: one sort of int64 keys that pack
+    each value's float32 order (reversed) above its position. Values that are equal as float32 count as ties."""
     n = len(values)
-    order = np.argsort(-values)  # quicksort: then equal runs are put back in position order
-    i = 0
-    while i < n:
-        j = i + 1
-        while j < n and values[order[j]] == values[order[i]]:
-            j += 1
-        if j - i > 1:
-            order[i:j] = np.sort(order[i:j])
-        i = j
-    return order
+    packed = np.empty(n, np.int64)
+    for i in range(n):
+        value = np.float32(values[i]) + np.float32(0.0)  # + 0: −0 becomes 0
+        bits = np.int64(np.float32(value).view(np.int32))
+        key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # int order = float order
+        packed[i] = ((-1 - key) << 32) | i  # largest first, then the lower position
+    packed.sort()
+    for i in range(n):
+        packed[i] &= 0xFFFFFFFF
+    return packed
 
 
 @jit
@@ -77,9 +84,3 @@ def ranks_desc(values: np.ndarray) -> np.ndarray:
 R_LOG_VIEWS, R_COMMISSION = 0, 8  # within the STATIC features (feed.features), which fill columns 0-9
 R_PRICE, R_PUBLISHED, R_INV_NORM, R_BUY, R_SEGMENTS = 10, 11, 12, 13, 14  # then conversion per segment
 K_CREATOR, K_PRODUCT, K_CATEGORY, K_MERCHANT = range(4)  # the int32 keys table
-
-
-@inline
-def record_cosine(factors: np.ndarray, record: np.ndarray, a: int, b: int) -> float:
-    """Cosine between the vectors of video rows a and b (1/‖v‖ from the record; 0 for zero vectors)."""
-    return dot(factors[a], factors[b]) * record[a, R_INV_NORM] * record[b, R_INV_NORM]

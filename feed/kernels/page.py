@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from feed.kernels.base import K_CREATOR, K_MERCHANT, K_PRODUCT, R_INV_NORM, R_PUBLISHED, dot, jit, order_desc
+from feed.kernels.base import (K_CREATOR, K_MERCHANT, K_PRODUCT, R_INV_NORM, R_PUBLISHED, dot, gather_rows, jit,
+                               order_desc, sort_by_key)
 
 NEW_CREATOR = 8  # SOURCES.index("new_creator")
 
@@ -40,7 +41,7 @@ class Config(NamedTuple):
 @jit
 def compact(keys: np.ndarray) -> np.ndarray:
     """Keys renumbered 0, 1, … (equal keys, equal numbers; -1 stays -1)."""
-    order = np.argsort(keys)
+    order = sort_by_key(keys + 1)  # keys ≥ -1
     out, n = np.full(len(keys), -1, np.int64), 0
     for j in range(len(order)):
         key = keys[order[j]]
@@ -68,23 +69,18 @@ def take(i: int, gate: np.ndarray, groups: np.ndarray, counts: np.ndarray, caps:
 
 
 @jit
-def add_similarity(max_sim: np.ndarray, i: int, rows: np.ndarray, factors: np.ndarray, inv_norm: np.ndarray) -> None:
-    """max_sim = max(max_sim, cosine to candidate i); rows: each candidate's vector row (-1 without one), inv_norm:
-    each candidate's 1/‖vector‖."""
-    if rows[i] < 0:
-        np.maximum(max_sim, 0.0, max_sim)
-        return
+def add_similarity(max_sim: np.ndarray, i: int, vectors: np.ndarray, inv_norm: np.ndarray) -> None:
+    """max_sim = max(max_sim, cosine to candidate i); vectors (n, dim) and inv_norm (n,) of the candidates, zero
+    for candidates without a vector (whose cosine is then 0)."""
     for j in range(len(max_sim)):
-        sim = dot(factors[rows[j]], factors[rows[i]]) * inv_norm[j] * inv_norm[i] if rows[j] >= 0 else 0.0
-        max_sim[j] = max(max_sim[j], sim)
+        max_sim[j] = max(max_sim[j], dot(vectors[j], vectors[i]) * inv_norm[j] * inv_norm[i])
 
 
 @jit
-def assemble(relevance: np.ndarray, keys: np.ndarray, caps: np.ndarray, rows: np.ndarray, factors: np.ndarray,
-             inv_norm: np.ndarray, limit: int, lam: float, slot_positions: np.ndarray,
-             slot_items: np.ndarray) -> np.ndarray:
-    """The page's candidate indices in order. keys: (3, n) creator, product and merchant rows; rows: each
-    candidate's row in factors (-1 without a vector) and inv_norm its 1/‖vector‖; slots as positions (ascending)
+def assemble(relevance: np.ndarray, keys: np.ndarray, caps: np.ndarray, vectors: np.ndarray, inv_norm: np.ndarray,
+             limit: int, lam: float, slot_positions: np.ndarray, slot_items: np.ndarray) -> np.ndarray:
+    """The page's candidate indices in order. keys: (3, n) creator, product and merchant rows; vectors (n, dim)
+    and inv_norm (n,) each candidate's vector and 1/‖vector‖ (zeros without one); slots as positions (ascending)
     and the candidate each reserves."""
     n = len(relevance)
     groups, counts = np.empty(keys.shape, np.int64), np.zeros(keys.shape, np.int64)
@@ -100,15 +96,14 @@ def assemble(relevance: np.ndarray, keys: np.ndarray, caps: np.ndarray, rows: np
     reserved, at = reserved[:n_reserved], at[:n_reserved]
     max_sim = np.zeros(n)
     for i in reserved:
-        add_similarity(max_sim, i, rows, factors, inv_norm)
-    picks = mmr(relevance, gate, groups, counts, caps, rows, factors, inv_norm, max_sim, limit - n_reserved, lam)
+        add_similarity(max_sim, i, vectors, inv_norm)
+    picks = mmr(relevance, gate, groups, counts, caps, vectors, inv_norm, max_sim, limit - n_reserved, lam)
     return place(picks, at, reserved, limit)
 
 
 @jit
 def mmr(relevance: np.ndarray, gate: np.ndarray, groups: np.ndarray, counts: np.ndarray, caps: np.ndarray,
-        rows: np.ndarray, factors: np.ndarray, inv_norm: np.ndarray, max_sim: np.ndarray, n: int,
-        lam: float) -> np.ndarray:
+        vectors: np.ndarray, inv_norm: np.ndarray, max_sim: np.ndarray, n: int, lam: float) -> np.ndarray:
     """Up to n greedy MMR picks; stops early when no candidate keeps every cap."""
     picks, m = np.empty(max(n, 0), np.int64), 0
     if n <= 0 or len(relevance) == 0:
@@ -127,7 +122,7 @@ def mmr(relevance: np.ndarray, gate: np.ndarray, groups: np.ndarray, counts: np.
             break
         picks[m], m = best, m + 1
         take(best, gate, groups, counts, caps)
-        add_similarity(max_sim, best, rows, factors, inv_norm)
+        add_similarity(max_sim, best, vectors, inv_norm)
     return picks[:m]
 
 
@@ -179,25 +174,26 @@ def slots(t: Tables, c: Config, videos: np.ndarray, source: np.ndarray, limit: i
 
 @jit
 def candidate_facts(t: Tables, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(3, n) creator, product and merchant rows (-1 unknown), each video's vector row (-1 without one) and
-    1/‖vector‖."""
-    keys, rows, inv = np.full((3, len(videos)), -1, np.int64), np.full(len(videos), -1, np.int64), np.zeros(
-        len(videos), np.float32)
-    table, record, n_trained = t.keys, t.record, len(t.video_factors)
+    """(3, n) creator, product and merchant rows (-1 unknown), (n, dim) video vectors and (n,) 1/‖vector‖ (zeros
+    for videos without one), each gathered in one pass of independent loads."""
+    rows = gather_rows(t.keys, videos)
+    keys = np.empty((3, len(videos)), np.int64)
     for i in range(len(videos)):
-        v = videos[i]
-        keys[0, i], keys[1, i], keys[2, i] = table[v, K_CREATOR], table[v, K_PRODUCT], table[v, K_MERCHANT]
-        if v < n_trained:
-            rows[i], inv[i] = v, record[v, R_INV_NORM]
-    return keys, rows, inv
+        keys[0, i], keys[1, i], keys[2, i] = rows[i, K_CREATOR], rows[i, K_PRODUCT], rows[i, K_MERCHANT]
+    vectors = gather_rows(t.video_factors, videos)
+    inv = np.zeros(len(videos), np.float32)
+    for i in range(len(videos)):
+        if videos[i] < len(t.video_factors):
+            inv[i] = t.record[videos[i], R_INV_NORM]
+    return keys, vectors, inv
 
 
 @jit
 def assemble_over(t: Tables, c: Config, videos: np.ndarray, relevance: np.ndarray, pool: np.ndarray, limit: int,
                   positions: np.ndarray, items: np.ndarray) -> np.ndarray:
     """`assemble` over the candidates at `pool` (sorted indices); returns candidate indices."""
-    keys, rows, inv = candidate_facts(t, videos[pool])
-    chosen = assemble(relevance[pool], keys, c.caps, rows, t.video_factors, inv, limit, c.mmr_lambda, positions,
+    keys, vectors, inv = candidate_facts(t, videos[pool])
+    chosen = assemble(relevance[pool], keys, c.caps, vectors, inv, limit, c.mmr_lambda, positions,
                       np.searchsorted(pool, items))
     return pool[chosen]
 

@@ -11,9 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from feed.kernels.base import (K_CATEGORY, K_CREATOR, K_PRODUCT, R_BUY, R_COMMISSION, R_LOG_VIEWS, R_PRICE,
-                               R_PUBLISHED, R_SEGMENTS, contains, dot, inline, jit, ranks_desc,
-                               record_cosine)
+from feed.kernels.base import (K_CATEGORY, K_CREATOR, K_PRODUCT, R_BUY, R_COMMISSION, R_INV_NORM, R_LOG_VIEWS,
+                               R_PRICE, R_PUBLISHED, R_SEGMENTS, contains, dot, gather_rows, jit, ranks_desc)
 
 DAY_MS = 86_400_000.0
 UNKNOWN_AGE_DAYS = 365.0
@@ -59,76 +58,63 @@ class User(NamedTuple):
     now_ms: float
 
 
-@inline
-def affinity(vector: np.ndarray, factors: np.ndarray, item: int) -> float:
-    """user·item; 0 for row -1, a row beyond the factors, or without a vector."""
-    if len(vector) == 0 or not 0 <= item < len(factors):
-        return 0.0
-    return dot(factors[item], vector)
-
-
-@inline
-def session_similarity(factors: np.ndarray, record: np.ndarray, video: int, recent: np.ndarray) -> float:
-    """Max cosine between a video and the user's latest videos; 0 without either vector."""
-    if len(recent) == 0 or video >= len(factors):
-        return 0.0
-    best = -np.inf
-    for r in recent:
-        best = max(best, record_cosine(factors, record, video, r))
-    return best
-
-
-@jit
-def _touch(t: Tables, videos: np.ndarray) -> float:
-    """Read every row the features will read, in independent passes: the loads of one pass overlap (the
-    compute pass then finds them in cache instead of waiting for each candidate's chain of misses in turn)."""
-    record, keys, factors = t.record, t.keys, t.factors
-    last_record, last_factor = record.shape[1] - 1, factors[0].shape[1] - 1
-    total = 0.0
-    for v in videos:
-        total += record[v, 0] + record[v, last_record] + keys[v, K_CREATOR]
-        if v < len(factors[0]):
-            total += factors[0][v, 0] + factors[0][v, last_factor]
-    for v in videos:
-        creator, product = keys[v, K_CREATOR], keys[v, K_PRODUCT]
-        if 0 <= creator < len(factors[1]):
-            total += factors[1][creator, 0] + factors[1][creator, last_factor]
-        if 0 <= product < len(factors[2]):
-            total += factors[2][product, 0] + factors[2][product, last_factor]
-    return total
-
-
 @jit
 def user_features(t: Tables, u: User, videos: np.ndarray) -> np.ndarray:
     """(n, n_features) float32 features of one user's candidate videos, what `FeatureTables.features` computes
     from a `PairContext`. t.columns: where aff_video, aff_creator, aff_product, follows, session_sim,
-    segment_buy_prior, log_age_days, category_share and log_user_activity go. Every read of a video is in its
-    record and keys rows (a few cache lines per candidate)."""
-    x = np.empty((len(videos), t.n_features), np.float32)
-    record, keys, col, static_columns = t.record, t.keys, t.columns, t.static_columns
-    video_factors, creator_factors, product_factors = t.factors[0], t.factors[1], t.factors[2]
+    segment_buy_prior, log_age_days, category_share and log_user_activity go. A candidate's record, keys and item
+    vectors are first gathered into small local tables (see `gather_rows`)."""
+    n, col, static_columns = len(videos), t.columns, t.static_columns
+    record, keys = gather_rows(t.record, videos), gather_rows(t.keys, videos)
+    creators, products = keys[:, K_CREATOR].astype(np.int64), keys[:, K_PRODUCT].astype(np.int64)
+    own = gather_rows(t.factors[0], videos)  # (n, dim) the candidates' video vectors (zeros: none)
+    affinity = np.zeros((3, n), np.float32)
+    for r, items in enumerate((videos, creators, products)):
+        if len(u.vectors[r]):
+            vectors = own if r == 0 else gather_rows(t.factors[r], items)
+            for i in range(n):
+                affinity[r, i] = dot(vectors[i], u.vectors[r])
+    session = _session_similarities(t, u, videos, own)
     total = 0.0
     for c in range(len(u.categories)):
         total += u.categories[c]
     now_days, activity = (u.now_ms - t.epoch_ms) / DAY_MS, np.log1p(total)
     segment = R_SEGMENTS + u.segment if 0 <= u.segment < t.n_segments else R_BUY
-    _touch(t, videos)
-    for i in range(len(videos)):
-        v = videos[i]
+    x = np.empty((n, t.n_features), np.float32)
+    for i in range(n):
         for j in range(len(static_columns)):
-            x[i, static_columns[j]] = record[v, j]
-        creator, product, category = keys[v, K_CREATOR], keys[v, K_PRODUCT], keys[v, K_CATEGORY]
-        x[i, col[0]] = affinity(u.vectors[0], video_factors, v)
-        x[i, col[1]] = affinity(u.vectors[1], creator_factors, creator)
-        x[i, col[2]] = affinity(u.vectors[2], product_factors, product)
+            x[i, static_columns[j]] = record[i, j]
+        creator, category = creators[i], keys[i, K_CATEGORY]
+        x[i, col[0]], x[i, col[1]], x[i, col[2]] = affinity[0, i], affinity[1, i], affinity[2, i]
         x[i, col[3]] = 1.0 if creator >= 0 and contains(u.follows, creator) else 0.0
-        x[i, col[4]] = session_similarity(video_factors, record, v, u.recent)
-        x[i, col[5]] = record[v, segment]
-        published = record[v, R_PUBLISHED]
+        x[i, col[4]] = session[i]
+        x[i, col[5]] = record[i, segment]
+        published = record[i, R_PUBLISHED]
         x[i, col[6]] = np.log1p(max(now_days - published, 0.0) if np.isfinite(published) else UNKNOWN_AGE_DAYS)
         x[i, col[7]] = u.categories[category] / total if total > 0 and category >= 0 else 0.0
         x[i, col[8]] = activity
     return x
+
+
+@jit
+def _session_similarities(t: Tables, u: User, videos: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(n,) max cosine between each candidate (its video vector in `vectors`) and the user's latest videos; 0
+    without either vector."""
+    out = np.zeros(len(videos), np.float32)
+    factors = t.factors[0]
+    if len(u.recent) == 0:
+        return out
+    recent = gather_rows(factors, u.recent)  # (k, dim) scaled to unit length
+    for r in range(len(u.recent)):
+        recent[r] *= t.record[u.recent[r], R_INV_NORM]
+    for i in range(len(videos)):
+        if videos[i] >= len(factors):
+            continue
+        best = -np.inf
+        for r in range(len(recent)):
+            best = max(best, dot(vectors[i], recent[r]))
+        out[i] = best * t.record[videos[i], R_INV_NORM]
+    return out
 
 
 @jit
@@ -172,7 +158,7 @@ def value(m: Model, probs: np.ndarray, price: np.ndarray, commission: np.ndarray
     return out
 
 
-@inline
+@jit
 def _value(probs: np.ndarray, i: int, weights: np.ndarray, purchase: int, price_weight: float,
            commission_weight: float, cap: float, price: float, commission: float) -> float:
     """Candidate i's value (see `value`)."""

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from feed.kernels.base import K_CATEGORY, contains, dot, jit, order_desc, record_cosine, sort_by_key
+from feed.kernels.base import K_CATEGORY, R_INV_NORM, contains, dot, gather_rows, jit, order_desc, sort_by_key
 
 VIDEO, CREATOR, PRODUCT, FOLLOWING, TRENDING, FRESH, SESSION, POPULAR, NEW_CREATOR = range(9)
 
@@ -108,23 +108,25 @@ def group_top(groups: Groups, owners: np.ndarray, per_owner: int) -> tuple[np.nd
 def trusted_videos(t: Tables, products: np.ndarray, per_product: int, segment: int, beta: float,
                    creator_vector: np.ndarray) -> np.ndarray:
     """For each product (in order) the video whose creator the user trusts most: affinity(user, creator) +
-    β·log conversion(video | segment); ties keep the product's video order. Reads the product's videos'
-    creators and priors from arrays laid out in group order (a few cache lines per product)."""
+    β·log conversion(video | segment); ties keep the product's video order. The product's videos' creators and
+    priors are read from arrays laid out in group order, their creators' vectors gathered in one pass."""
     at, group = group_entries(t.by_product, products, per_product)
-    priors, creators, factors = t.product_prior, t.product_creator, t.creator_factors
-    prior = 1 + segment if 0 <= segment < priors.shape[1] - 1 else 0
+    column = 1 + segment if 0 <= segment < t.product_prior.shape[1] - 1 else 0
+    score = np.empty(len(at))
+    for j in range(len(at)):
+        score[j] = beta * np.log(max(t.product_prior[at[j], column], 1e-6))
+    if len(creator_vector):
+        vectors = gather_rows(t.creator_factors, t.product_creator[at].astype(np.int64))  # zeros: no creator
+        for j in range(len(at)):
+            score[j] += dot(vectors[j], creator_vector)
     out, n, i = np.empty(len(at), np.int64), 0, 0
     while i < len(at):
-        best, best_score, j = at[i], -np.inf, i
+        best, j = i, i + 1
         while j < len(at) and group[j] == group[i]:
-            score = beta * np.log(max(priors[at[j], prior], 1e-6))
-            creator = creators[at[j]]
-            if len(creator_vector) and 0 <= creator < len(factors):
-                score += dot(factors[creator], creator_vector)
-            if score > best_score:
-                best, best_score = at[j], score
+            if score[j] > score[best]:
+                best = j
             j += 1
-        out[n], n, i = t.by_product.videos[best], n + 1, j
+        out[n], n, i = t.by_product.videos[at[best]], n + 1, j
     return out[:n]
 
 
@@ -132,15 +134,18 @@ def trusted_videos(t: Tables, products: np.ndarray, per_product: int, segment: i
 def session_neighbours(t: Tables, matches: np.ndarray, seeds: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Each seed's first n index matches re-ranked by cosine, interleaved best-of-each-seed first, without empty
     slots and without the seeds themselves; and the seed of each row."""
-    n_seeds, k, factors, record = matches.shape[0], min(matches.shape[1], n), t.video_factors, t.record
+    n_seeds, k = matches.shape[0], min(matches.shape[1], n)
     ranked = np.empty((n_seeds, k), np.int64)
     for s in range(n_seeds):
+        rows = matches[s, :k].copy()
+        vectors = gather_rows(t.video_factors, rows)  # (k, dim), zeros for empty slots
+        seed = t.video_factors[seeds[s]] * t.record[seeds[s], R_INV_NORM]
         near = np.empty(k)  # cosine to the seed; empty slots last
         for j in range(k):
-            near[j] = record_cosine(factors, record, matches[s, j], seeds[s]) if matches[s, j] >= 0 else -np.inf
+            near[j] = dot(vectors[j], seed) * t.record[rows[j], R_INV_NORM] if rows[j] >= 0 else -np.inf
         order = order_desc(near)  # ties: the index's order
         for j in range(k):
-            ranked[s, j] = matches[s, order[j]]
+            ranked[s, j] = rows[order[j]]
     rows, detail, m = np.empty(n_seeds * k, np.int64), np.empty(n_seeds * k, np.int64), 0
     for j in range(k):
         for s in range(n_seeds):
@@ -217,15 +222,11 @@ def trending(t: Tables, c: Config, r: Request, n: int) -> tuple[np.ndarray, np.n
 def all_lists(t: Tables, c: Config, r: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every fused source's list, concatenated in SOURCES order: rows, details, and each list's length."""
     lengths = np.zeros(POPULAR + 1, np.int64)
-    parts = [source_list(t, c, r, source) for source in range(POPULAR + 1)]
+    rows, detail = np.zeros(0, np.int64), np.zeros(0, np.int64)
     for source in range(POPULAR + 1):
-        lengths[source] = len(parts[source][0])
-    rows, detail, at = np.empty(lengths.sum(), np.int64), np.empty(lengths.sum(), np.int64), 0
-    for source in range(POPULAR + 1):
-        part_rows, part_detail = parts[source]
-        rows[at:at + lengths[source]] = part_rows
-        detail[at:at + lengths[source]] = part_detail
-        at += lengths[source]
+        part_rows, part_detail = source_list(t, c, r, source)
+        lengths[source] = len(part_rows)
+        rows, detail = np.concatenate((rows, part_rows)), np.concatenate((detail, part_detail))
     return rows, detail, lengths
 
 
@@ -299,5 +300,13 @@ def candidates(t: Tables, c: Config, r: Request) -> tuple[np.ndarray, np.ndarray
     if at < len(videos) and videos[at] == pick:
         source[at] = NEW_CREATOR
         return videos, score, source, detail
-    return (np.append(videos, pick), np.append(score, 0.0), np.append(source, NEW_CREATOR),
-            np.append(detail, -1))
+    return _appended(videos, pick), _appended(score, 0.0), _appended(source, NEW_CREATOR), _appended(detail, -1)
+
+
+@jit
+def _appended(values: np.ndarray, value: float) -> np.ndarray:
+    """values with one more element at the end."""
+    out = np.empty(len(values) + 1, values.dtype)
+    out[:-1] = values
+    out[-1] = value
+    return out
