@@ -1,11 +1,11 @@
 """Feed throughput and latency at catalog scale (1M videos, 1M users) against a bare one-search endpoint.
 
 Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_scale.py [--seconds 10] [--rounds 3] [--connections 8]
-           [--factory HNSW32 --search-params efSearch=64]
 
 1. The model: the cached 1M-user × 1M-video world and its ALS video factors (`benchmarks/scale_model.py`);
    creator and product vectors are the means of their videos' vectors; stats (trends, priors, segments, user
-   context) are computed from the world's events; each video's 40 nearest videos are stored as training stores
+   context) are computed from the world's events; each relation has the index `bench_relation_index.py` chose
+   (RELATION_INDEX: recall@100 ≥ 0.95 on each); each video's 40 nearest videos are stored as training stores
    them (`index.neighbours`); the ranker has the product's shape with seeded random weights (latency does not
    depend on the weights). The bundle is written once under data/generated/scale/.
 2. Two uvicorn servers, one worker each: `feed serve --bundle` (the whole pipeline: 3 FAISS searches, 8 sources,
@@ -94,11 +94,18 @@ def random_ranker(seed: int = 0, hidden: int = 32) -> Ranker:
                   np.array([-1.0, -4.0, -5.0], np.float32))
 
 
-def build_bundle(folder: Path, factory: str, params: str) -> Path:
+# each relation's index, chosen by benchmarks/bench_relation_index.py (recall@100 >= 0.95, fastest cold)
+RELATION_INDEX = {"video": ("IVF1024,Flat", "nprobe=16"), "creator": ("IVF256,Flat", "nprobe=64"),
+                  "product": ("IVF128,Flat", "nprobe=12")}
+
+
+def build_bundle(folder: Path, indexes: dict[str, tuple[str, str]] | None = None) -> Path:
     """The 1M × 1M bundle (cached by index choice)."""
     from scale_model import scale_factors
 
-    target = folder / f"bundle-{factory.replace(',', '_')}-{params.replace('=', '')}-n{IndexConfig().neighbours}"
+    indexes = indexes or RELATION_INDEX
+    key = "-".join(f"{f.replace(',', '_')}{p.replace('=', '')}" for f, p in indexes.values())
+    target = folder / f"bundle-{key}-n{IndexConfig().neighbours}"
     if (target / "manifest.json").is_file():
         return target
     scale = scale_factors()
@@ -106,11 +113,11 @@ def build_bundle(folder: Path, factory: str, params: str) -> Path:
     console.print(f"building the bundle: {len(scale.user_ids):,} users with vectors, {len(catalog.videos):,} videos")
     video_users, videos = scale.user_factors, scale.item_factors
     relations = {
-        "video": relation(video_users, videos, factory, params, IndexConfig().neighbours),
+        "video": relation(video_users, videos, *indexes["video"], IndexConfig().neighbours),
         "creator": relation(video_users, mean_vectors(catalog.video_creator, len(catalog.creators), videos),
-                            factory, params),
+                            *indexes["creator"]),
         "product": relation(video_users, mean_vectors(catalog.video_product, len(catalog.products), videos),
-                            factory, params),
+                            *indexes["product"]),
     }
     users = IdMap(scale.user_ids.astype(object))
     events = pd.read_parquet(scale.world_dir / "events.parquet", filters=[("event", "!=", "impression")])
@@ -238,12 +245,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per endpoint and round")
     parser.add_argument("--rounds", type=int, default=3, help="the endpoints take turns this many times")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--factory", default="IVF1024,Flat", help="chosen by benchmarks/bench_index.py")
-    parser.add_argument("--search-params", default="nprobe=16")
     parser.add_argument("--cache", type=Path, default=Path("data/generated/scale"))
     parser.add_argument("--build-only", action="store_true", help="build (and cache) the bundle, then stop")
     args = parser.parse_args()
-    bundle_dir = build_bundle(args.cache, args.factory, args.search_params)
+    bundle_dir = build_bundle(args.cache)
     if args.build_only:
         return
     users_file = write_users(bundle_dir)
@@ -299,7 +304,7 @@ def measure(servers: dict[str, tuple[subprocess.Popen, str]], users_file: Path,
 def print_table(rounds: list[dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
     """Medians over the rounds per endpoint, and the medians of each round's feed/bare ratios."""
     table = Table(title=f"1M videos × 1M users, {args.connections} connections, {args.rounds} rounds of "
-                        f"{args.seconds}s per endpoint, index {args.factory} {args.search_params}, one uvicorn worker "
+                        f"{args.seconds}s per endpoint, indexes {RELATION_INDEX}, one uvicorn worker "
                         f"each (medians over the rounds)")
     for column in ("endpoint", "requests/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx"):
         table.add_column(column, justify="right")

@@ -173,6 +173,8 @@ class CandidateSources:
     def _seeds(self, user: UserView) -> np.ndarray:
         """The latest videos that have a (non-zero) vector: the session source's seeds."""
         inv_norm, seeds = self.tables.inv_norm, []
+        if self.config.session_seeds <= 0:
+            return NO_ROWS
         for row in user.recent.tolist():  # newest first; a handful of rows
             if row < len(inv_norm) and inv_norm[row] > 0:
                 seeds.append(row)

@@ -92,8 +92,9 @@ class FeatureTables:
             np.zeros(0)
         # (n_trained,) float32 1/‖v‖, 0 for zero vectors: cosines without a second (n_videos, dim) table
         self.inv_norm = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
+        # the newest publication: the kernels only use now − published, and float32 days are finest near 0
         published = self.catalog.video_published_ms
-        epoch = self.stats.end_ms if self.stats.end_ms > 0 else float(np.nanmax(published, initial=0.0))
+        epoch = float(np.nanmax(published)) if np.isfinite(published).any() else self.stats.end_ms
         self.layout = video_layout(self.static, STATIC, self.price, self.buy_prior, self.segment_buy, self.inv_norm,
                                    self.catalog, self.category, epoch)
         self.kernel_tables = scoring.Tables(

@@ -25,7 +25,7 @@ class VideoLayout:
 
     record: np.ndarray  # (n_videos, width) float32, columns R_* (width ≥ R_SEGMENTS + n_segments)
     keys: np.ndarray  # (n_videos, 4) int32 creator, product, category, merchant rows (-1 unknown)
-    epoch_ms: float  # R_PUBLISHED counts days from here (the training window's end): float32 keeps ~0.2 s
+    epoch_ms: float  # R_PUBLISHED counts days from here: float32 resolves |days|·2⁻²⁴ (0.2 s a month away)
     n_segments: int
 
 

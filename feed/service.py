@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 import random
 import struct
+import threading
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -112,6 +114,35 @@ class Feed:
     sources: dict[str, int] = field(default_factory=dict)  # candidates per (best-contributing) source
 
 
+class LastReads:
+    """The latest non-empty store reads per (signal, user), at most `size` (oldest dropped first). Thread-safe: store
+    reads run in several worker threads, and a catalog refresh's new service shares it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> list[str]:
+        """The last values read for the key, else nothing."""
+        with self._lock:
+            return self._values.get(key, [])
+
+    def remember(self, key: tuple[str, str], values: list[str]) -> None:
+        """Keep a read (an empty one forgets the key)."""
+        with self._lock:
+            if not values:
+                self._values.pop(key, None)
+                return
+            self._values[key] = values
+            self._values.move_to_end(key)
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 SIGNALS = ("follows", "blocks", "recently_shown")  # the per-request store reads of UserSignals
 
 
@@ -160,7 +191,7 @@ class FeedService:
         self.ranking = self.config.ranking if bundle.ranker is not None else (
             "popular" if self.config.ranking == "popular" else "retrieval")
         self._all_by_creator = Grouped(cat.video_creator, len(cat.creators), np.zeros(len(cat.videos)))
-        self._last_read: dict[tuple[str, str], list[str]] = {}  # (signal, user) -> last values read
+        self._last_read = LastReads(LAST_READS)  # (signal, user) -> last values read
         self._product_infos: dict[int, tuple[ProductInfo | None, str | None]] = {}  # product row -> _product
         self._numbers = self._kernel_numbers()
         self._warm_up()
@@ -280,18 +311,9 @@ class FeedService:
         try:
             values = read(user_id)
         except FeedError:  # the store is down: counted once per request by _live_state
-            return self._last_read.get((name, user_id), [])
-        self._remember_read((name, user_id), values)
+            return self._last_read.get((name, user_id))
+        self._last_read.remember((name, user_id), values)
         return values
-
-    def _remember_read(self, key: tuple[str, str], values: list[str]) -> None:
-        """Keep the latest non-empty reads, a bounded number of them (oldest dropped first)."""
-        if not values:
-            self._last_read.pop(key, None)
-            return
-        self._last_read[key] = values
-        if len(self._last_read) > LAST_READS:
-            self._last_read.pop(next(iter(self._last_read)))
 
     def _user_view(self, read: UserRead) -> UserView:
         """Vectors, latest videos, follows, category history and segment of the user."""
@@ -339,13 +361,14 @@ class FeedService:
         """(n,) relevance and (n, 3) probabilities (empty without a ranker)."""
         now = now_ms if now_ms is not None else self.tables.stats.end_ms
         scoring_user = self.tables.user(user.vectors, user.recent, user.follows, user.categories, user.segment, now)
-        return kernel_scoring.relevance(self.tables.kernel_tables, self._numbers[0], scoring_user, cands.videos,
-                                        cands.rrf)
+        return kernel_scoring.relevance(self.tables.kernel_tables, self._numbers[0], scoring_user,
+                                        _int64(cands.videos), np.ascontiguousarray(cands.rrf, dtype=np.float64))
 
     def _page(self, cands: Candidates, relevance: np.ndarray, limit: int) -> list[int]:
         """The page's candidate indices: slots, caps and MMR (`feed.kernels.page`)."""
         _, tables, numbers = self._numbers
-        return kernel_page.page(tables, numbers, cands.videos, cands.source, relevance, int(limit)).tolist()
+        return kernel_page.page(tables, numbers, _int64(cands.videos), _int64(cands.source),
+                                np.ascontiguousarray(relevance, dtype=np.float64), int(limit)).tolist()
 
     def _items(self, cands: Candidates, chosen: list[int], relevance: np.ndarray,
                probs: np.ndarray) -> list[FeedItem]:
@@ -414,6 +437,11 @@ REASONS = {
 
 
 REASONS_BY_SOURCE = {s: r for s, r in REASONS.items() if s not in ("following", "trending", "session")}
+
+
+def _int64(values: np.ndarray) -> np.ndarray:
+    """values as a C-contiguous int64 array (what the kernels are compiled for; no copy when they already are)."""
+    return np.ascontiguousarray(values, dtype=np.int64)
 
 
 def _row_of(matrix: object, row: int) -> np.ndarray:

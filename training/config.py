@@ -66,13 +66,28 @@ class TwoTowerConfig(Strict):
                                              description="Two-tower weights tried by the ALS+two-tower blend.")
 
 
+class RelationIndex(Strict):
+    """One relation's FAISS index, when it differs from the default."""
+
+    factory: str
+    search_params: str = ""
+
+
 class IndexConfig(Strict):
     """FAISS index per relation, as a factory string plus search-time parameters."""
 
     factory: str = "Flat"
     search_params: str = ""
+    # relation -> its own index: catalogs of creators, products and videos differ in size by 10x or more, and an
+    # index that recalls 0.98 of one may recall 0.7 of another (benchmarks/bench_relation_index.py)
+    relations: dict[Literal["video", "creator", "product"], RelationIndex] = Field(default_factory=dict)
     # each video's nearest videos, stored in the bundle: the session source reads them instead of searching
     neighbours: int = Field(40, ge=0, le=1000)
+
+    def of(self, relation: str) -> tuple[str, str]:
+        """(factory, search_params) of a relation's index."""
+        own = self.relations.get(relation)
+        return (own.factory, own.search_params) if own else (self.factory, self.search_params)
 
 
 class SplitConfig(Strict):

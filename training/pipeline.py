@@ -139,7 +139,7 @@ def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, prog
 
 def _indexed(relation: str, fitted: Fitted, user_items: sp.csr_matrix, config: TrainConfig) -> RelationModel:
     """One relation's served vectors and their FAISS index (and, for videos, each video's nearest videos)."""
-    index = VectorIndex.build(fitted.item_factors, config.index.factory, config.index.search_params)
+    index = VectorIndex.build(fitted.item_factors, *config.index.of(relation))
     k = config.index.neighbours if relation == "video" else 0
     neighbours = index.neighbours(fitted.item_factors, k) if k else None
     return RelationModel(fitted.user_factors, fitted.item_factors, index, user_items, fitted.mix, neighbours)

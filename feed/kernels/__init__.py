@@ -15,3 +15,16 @@ compilation. Every wrapper passes the one dtype and layout a kernel is compiled 
 Floating-point reductions may be reordered (`reassoc`), but never assumed free of NaN or infinity (±inf is a
 sentinel here): sums differ from numpy's in the last bits only.
 """
+
+import os
+import tempfile
+from pathlib import Path
+
+if "NUMBA_CACHE_DIR" not in os.environ and not os.access(Path(__file__).parent, os.W_OK):
+    # an installed, read-only package: numba's own fallback (~/.cache) may be missing too (no home directory)
+    try:
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home directory at all
+        home = Path(tempfile.gettempdir())
+    usable = os.access(home if home.exists() else home.parent, os.W_OK)
+    os.environ["NUMBA_CACHE_DIR"] = str((home if usable else Path(tempfile.gettempdir())) / "selfretail-feed" / "numba")

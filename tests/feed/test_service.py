@@ -243,3 +243,25 @@ def test_a_video_added_after_training_is_not_scored_as_an_outlier(bundle):
     x[1, -1] = 0.0  # has_views = 0: a video nobody has watched yet
     probs = bundle.ranker.predict(x)
     assert probs[1, 0] > 1e-3  # not saturated to zero
+
+
+def test_last_reads_keep_the_newest_and_survive_concurrent_writers():
+    import threading
+
+    from feed.service import LastReads
+
+    reads = LastReads(50)
+    reads.remember(("blocks", "old"), ["c1"])
+
+    def write(worker: int) -> None:
+        for i in range(2000):
+            reads.remember(("blocks", f"{worker}-{i}"), [f"c{i}"])
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reads) == 50 and reads.get(("blocks", "old")) == []  # the oldest went first
+    reads.remember(("blocks", "3-1999"), [])
+    assert reads.get(("blocks", "3-1999")) == []  # an empty read forgets

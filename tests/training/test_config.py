@@ -70,3 +70,11 @@ def test_example_config_lists_every_key_with_its_default():
 def test_digest_changes_with_the_config():
     assert TrainConfig().digest() == TrainConfig().digest()
     assert TrainConfig().digest() != load_config(overrides={"als": {"factors": 8}}, environ={}).digest()
+
+
+def test_a_relation_index_overrides_the_default_and_unknown_relations_are_refused():
+    config = load_config(overrides={"index": {"factory": "HNSW32", "relations": {
+        "creator": {"factory": "IVF128,Flat", "search_params": "nprobe=32"}}}}, environ={})
+    assert config.index.of("creator") == ("IVF128,Flat", "nprobe=32") and config.index.of("video") == ("HNSW32", "")
+    with pytest.raises(ConfigError, match="relations"):
+        load_config(overrides={"index": {"relations": {"merchant": {"factory": "Flat"}}}}, environ={})

@@ -14,8 +14,10 @@ from training.pipeline import run_training
 def tracked_run(small_world_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    config = load_config(overrides={"als": {"factors": 16, "iterations": 8},
-                                    "mlflow": {"tracking_uri": uri}}, environ={})
+    config = load_config(overrides={"als": {"factors": 16, "iterations": 8}, "mlflow": {"tracking_uri": uri},
+                                    "index": {"relations": {"creator": {"factory": "IVF4,Flat",
+                                                                        "search_params": "nprobe=4"}}}},
+                         environ={})
     out = tmp_path_factory.mktemp("out") / "bundle"
     return run_training(small_world_dir, config, out, quiet=True), uri
 
@@ -28,6 +30,12 @@ def test_run_logs_params_metrics_and_bundle(tracked_run):
     assert run.info.status == "FINISHED"
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(result.run_id, "bundle")}
     assert "bundle/manifest.json" in artifacts and "bundle/index_video.faiss" in artifacts
+
+
+def test_a_relation_can_have_its_own_index(tracked_run):
+    relations = load_bundle(tracked_run[0].bundle_dir).manifest["relations"]
+    assert (relations["creator"]["index_factory"], relations["creator"]["search_params"]) == ("IVF4,Flat", "nprobe=4")
+    assert relations["video"]["index_factory"] == relations["product"]["index_factory"] == "Flat"
 
 
 def test_registers_a_version_and_points_champion_at_it(tracked_run):
