@@ -18,6 +18,7 @@ from feed.store.store import EventStore
 from serving import dashboard, stats_routes
 from serving.catalog_routes import router as catalog_router
 from serving.event_routes import router as event_router
+from serving.heap import release, settle
 from serving.impressions import ImpressionLogger
 from serving.ledger_worker import keep_ledger
 from serving.threads import search_threads
@@ -58,6 +59,7 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
             log.error("cannot start: %s", exc)
             raise
         app.state.holder, app.state.store = holder, opened
+        settle()  # the model and the libraries out of the collector's full passes (serving.heap)
         app.state.impressions = ImpressionLogger(opened, settings.impression_queue) if opened else None
         log.info("serving %s (%s)", holder.current.version, holder.current.source)
         tasks = _background(holder, settings, app.state.counters)
@@ -68,6 +70,7 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
         if opened:
             opened.close()
         app.state.holder = None
+        release()
 
     app = FastAPI(title="Self-retail feed", version=__version__, lifespan=lifespan,
                   description="Personalized feeds of creator videos linked to products.")

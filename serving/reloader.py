@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from feed.errors import FeedError
 from feed.live import extend_catalog
 from feed.store.store import EventStore
+from serving.heap import settle
 from serving.model_source import LoadedModel, load_model, target_version
 from serving.settings import ServingSettings
 
@@ -60,6 +61,7 @@ class ModelHolder:
                 return self._refused(f"{type(exc).__name__}: {exc}" if not isinstance(exc, FeedError) else str(exc),
                                      target)
             self.current, self.last_error, self.catalog_seq = model, None, seq
+            settle()  # the old model collected, the new one out of the collector's full passes
             log.info("now serving %s", model.version)
             return ReloadResult("reloaded", model.version, target)
 
