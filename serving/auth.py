@@ -19,10 +19,11 @@ import time
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
-from fastapi import Depends, Header, HTTPException, Path, Query
+from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from pydantic import SecretStr
 
-from serving.deps import get_settings
+from serving.deps import get_settings, holder_of
+from serving.model_source import LoadedModel
 from serving.settings import PLACEHOLDER_SECRET, ServingSettings
 
 log = logging.getLogger("serving.auth")
@@ -178,6 +179,16 @@ async def require_app(settings: SettingsIn, authorization: AuthorizationIn = Non
         _require_app_key(settings, bearer(authorization))
 
 
+async def app_model(request: Request, authorization: AuthorizationIn = None) -> LoadedModel:
+    """The feed route's one dependency: `require_app`, then the model serving the request (read once, so a
+    concurrent swap cannot split a request). One dependency instead of four: FastAPI spends ~10–20 µs resolving
+    each one, on the route every feed goes through."""
+    settings = request.app.state.settings
+    if not app_routes_open(settings):
+        _require_app_key(settings, bearer(authorization))
+    return holder_of(request).current
+
+
 async def require_backend(settings: SettingsIn, authorization: AuthorizationIn = None) -> None:
     """Routes the app's backend calls (blocks): an app key or the admin token, in every environment."""
     _require_app_key(settings, bearer(authorization), merchants_forbidden=True)
@@ -231,6 +242,7 @@ async def merchant_access(merchant_id: Annotated[str, Path()], settings: Setting
 
 
 AppDep = Annotated[None, Depends(require_app)]
+AppModelDep = Annotated[LoadedModel, Depends(app_model)]
 BackendDep = Annotated[None, Depends(require_backend)]
 CreatorDep = Annotated[str, Depends(creator_access)]
 MerchantDep = Annotated[str, Depends(merchant_access)]

@@ -19,15 +19,15 @@ from serving.settings import ServingSettings
 
 async def get_holder(request: Request) -> ModelHolder:
     """The model holder; 503 while the app is starting or stopping."""
+    return holder_of(request)
+
+
+def holder_of(request: Request) -> ModelHolder:
+    """`get_holder` as a plain function (for dependencies that do several things at once)."""
     holder = getattr(request.app.state, "holder", None)
     if holder is None:
         raise HTTPException(status_code=503, detail="no model loaded yet")
     return holder
-
-
-async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
-    """The model serving this request (read once, so a concurrent swap cannot split a request)."""
-    return holder.current
 
 
 async def get_store(request: Request) -> EventStore:
@@ -60,7 +60,6 @@ async def require_admin(settings: Annotated[ServingSettings, Depends(get_setting
 
 
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
-ModelDep = Annotated[LoadedModel, Depends(get_model)]
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
 AdminDep = Annotated[None, Depends(require_admin)]
 CountersDep = Annotated[Counters, Depends(get_counters)]

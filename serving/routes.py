@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from feed.cursor import Cursor, CursorError
-from serving.auth import AppDep
-from serving.deps import AdminDep, CountersDep, HolderDep, ModelDep
+from serving.auth import AppModelDep
+from serving.deps import AdminDep, CountersDep, HolderDep
 from serving.metrics import render
 from serving.observability import REQUEST_ID
 from serving.schemas import FeedOut, Health, Ready, ReloadOut, feed_json
@@ -47,11 +47,9 @@ async def reload_model(holder: HolderDep, _: AdminDep, force: bool = False) -> R
 @router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"],
             responses={400: {"description": "a damaged or foreign cursor (pass next_cursor back exactly)"}})
 async def user_feed(
-    _: AppDep,
     user_id: UserId,
-    model: ModelDep,
+    model: AppModelDep,
     request: Request,
-    counters: CountersDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Number of items, 1–100.")] = 20,
     cursor: Annotated[str | None, Query(min_length=1, max_length=16384,
                                         description="`next_cursor` of the previous page.")] = None,
@@ -80,7 +78,7 @@ async def user_feed(
     impressions = request.app.state.impressions
     if impressions is not None:
         impressions.offer(feed)
-    counters.add(feeds_served=1)
+    request.app.state.counters.add(feeds_served=1)
     request.app.state.telemetry.record_feed(feed.timings, feed.sources)
     # the body is FeedOut (the schema above), serialized directly: no per-item model validation on the hot path
     return Response(feed_json(feed), media_type="application/json", headers={"X-Model-Version": model.version})

@@ -28,6 +28,7 @@ from serving.auth import (
     CreatorDep,
     MerchantDep,
     TokenError,
+    app_model,
     creator_access,
     merchant_access,
     require_app,
@@ -50,7 +51,7 @@ PUBLIC = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "
 # Pages that hold no data (the dashboard shell reads its token from the link and calls the guarded API):
 # public, but tested to answer the same bytes for every creator.
 PUBLIC_PAGES = {"/creators/{creator_id}"}
-GUARDS: dict[Callable, str] = {require_app: "app", require_backend: "backend", require_admin: "admin",
+GUARDS: dict[Callable, str] = {require_app: "app", app_model: "app", require_backend: "backend", require_admin: "admin",
                                get_writer: "writer", creator_access: "creator", merchant_access: "merchant"}
 
 # While the app has no creator (merchant) route yet, these stand in for them to exercise the dependencies.
