@@ -74,6 +74,18 @@ def test_thompson_sampling_prefers_the_better_arm_and_still_explores():
     assert thompson_pick(buys, views, (1.0, 50.0), 7) == thompson_pick(buys, views, (1.0, 50.0), 7)  # seeded
 
 
+def test_thompson_draws_follow_their_beta_distributions():
+    """An arm without a purchase (Beta(1, 60): drawn by its inverse CDF) against one with a purchase
+    (Beta(2, 59): gamma draws) wins with P(X > Y) = E[(1 − Y)^60] = B(2, 119) / B(2, 59)."""
+    from scipy.special import beta
+
+    views, buys = np.array([10.0, 10.0]), np.array([0.0, 1.0])
+    expected = beta(2, 119) / beta(2, 59)
+    n = 6000
+    won = sum(thompson_pick(buys, views, (1.0, 50.0), seed) == 0 for seed in range(n)) / n
+    assert abs(won - expected) < 4 * np.sqrt(expected * (1 - expected) / n), (won, expected)
+
+
 @settings(max_examples=300, deadline=None)
 @given(probs=arrays(np.float32, (20, 3), elements=st.floats(0, 1, width=32)),
        price=arrays(np.float32, 20, elements=st.floats(0, 1000, width=32)),
