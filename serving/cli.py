@@ -74,7 +74,10 @@ def serve(model_uri: str | None, bundle: Path | None, tracking_uri: str | None, 
     store = open_store(settings)  # migrate, then load: fail before binding the port, naming the file or URL
     model = load_model(settings, store)
     app = create_app(settings, model, store)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=log_config))
+    # access_log=False: serving.access (ObserveRequests) writes the one access line per request; uvicorn's own
+    # would be a second one (its log_level re-enables uvicorn.access after our logging config)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=log_config,
+                                           access_log=False))
     if sample:
         threading.Thread(target=_print_when_up, args=(server, app, settings), daemon=True).start()
     # uvicorn finishes the requests in flight on SIGINT/SIGTERM, then re-raises the signal with the handler it

@@ -77,6 +77,20 @@ def test_serves_the_champion_and_prints_samples(served):
     assert f"{base}/docs" in log and "MLflow store: sqlite:///" in log and "GET /v1/users/" in log
 
 
+def test_each_request_has_one_access_line(served):
+    work, base, _ = served
+    request_id = httpx.get(f"{base}/v1/users/nobody/feed").headers["x-request-id"]
+    deadline, lines = time.monotonic() + 10, []
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in (work / "serve.log").read_text().splitlines() if line.startswith("{")]
+        if any(line.get("request_id") == request_id for line in lines):
+            break
+        time.sleep(0.2)
+    mine = [line for line in lines if line.get("request_id") == request_id]
+    assert [line["logger"] for line in mine] == ["serving.access"], mine
+    assert mine[0]["route"] == "/v1/users/{user_id}/feed" and mine[0]["status"] == 200
+
+
 def test_prints_a_working_dashboard_link_for_the_top_earner(served):
     work, base, _ = served
     deadline = time.monotonic() + 60
