@@ -37,7 +37,7 @@ from feed.models.base import top_n  # noqa: E402
 from feed.models.two_tower import TwoTowerRecommender  # noqa: E402
 from feed.splits import Split, parse_split, split_leave_last_out  # noqa: E402
 from feed.world import WorldParams, generate_world  # noqa: E402
-from training.config import TrainConfig, deep_merge, load_config  # noqa: E402
+from training.config import TrainConfig, load_config  # noqa: E402
 from training.evaluate import evaluation_data, run_evaluation  # noqa: E402
 from training.tune import tune  # noqa: E402
 

@@ -12,7 +12,6 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from feed.store.store import EventStore
 from serving.metrics import Counters
-from serving.model_source import LoadedModel
 from serving.reloader import ModelHolder
 from serving.settings import ServingSettings
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 import numpy as np
 import scipy.sparse as sp
 
-from feed.errors import ArtifactError, ConfigError
+from feed.errors import ConfigError
 from feed.models.base import ScoringRecommender, as_batch, top_n
 
 if TYPE_CHECKING:
