@@ -89,6 +89,10 @@ class IndexConfig(Strict):
         own = self.relations.get(relation)
         return (own.factory, own.search_params) if own else (self.factory, self.search_params)
 
+    def key_of(self, relation: str) -> str:
+        """Where a relation's index is configured (for errors): `index.relations.<relation>` or `index`."""
+        return f"index.relations.{relation}" if relation in self.relations else "index"
+
 
 class SplitConfig(Strict):
     """One time cut-off for every event type."""

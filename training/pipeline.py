@@ -27,6 +27,7 @@ from feed.dataset import (
     time_split,
     window,
 )
+from feed.errors import ConfigError
 from feed.index import VectorIndex
 from feed.io import load_dataset
 from feed.metrics import evaluate
@@ -139,7 +140,11 @@ def fit_bundle(events: pd.DataFrame, catalog: Catalog, config: TrainConfig, prog
 
 def _indexed(relation: str, fitted: Fitted, user_items: sp.csr_matrix, config: TrainConfig) -> RelationModel:
     """One relation's served vectors and their FAISS index (and, for videos, each video's nearest videos)."""
-    index = VectorIndex.build(fitted.item_factors, *config.index.of(relation))
+    try:
+        index = VectorIndex.build(fitted.item_factors, *config.index.of(relation))
+    except ConfigError as exc:  # name the relation and the config key: the factory may be a relation's own
+        raise ConfigError(f"the {relation} index ({config.index.key_of(relation)}, {len(fitted.item_factors):,} "
+                          f"{relation}s): {exc}") from exc
     k = config.index.neighbours if relation == "video" else 0
     neighbours = index.neighbours(fitted.item_factors, k) if k else None
     return RelationModel(fitted.user_factors, fitted.item_factors, index, user_items, fitted.mix, neighbours)

@@ -53,3 +53,20 @@ def test_every_relation_is_evaluated_against_popularity(tracked_run):
             assert 0 <= metrics[f"{relation}.{model}.recall@20"] <= 1
     assert metrics["video.als.n_test_users"] > 50
     assert metrics["video.als.recall@20"] > metrics["video.popularity.recall@20"]  # 2x: tests/test_end_to_end.py
+
+
+def test_an_index_that_cannot_be_built_names_the_relation_and_its_config_key():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from feed.errors import ConfigError
+    from training.pipeline import _indexed
+    from training.retriever import Fitted
+
+    config = load_config(overrides={"index": {"relations": {"creator": {"factory": "IVF1024,Flat"}}}}, environ={})
+    vectors = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    fitted = Fitted(None, vectors, vectors)
+    with pytest.raises(ConfigError, match=r"the creator index \(index\.relations\.creator, 60 creators\): "
+                                          r"index\.factory 'IVF1024,Flat' cannot be trained on 60 vectors"):
+        _indexed("creator", fitted, sp.csr_matrix((60, 60)), config)
+    assert _indexed("product", fitted, sp.csr_matrix((60, 60)), config).index.factory == "Flat"  # the default
