@@ -6,12 +6,14 @@ import time
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from feed.cursor import Cursor, CursorError
+from serving import feed_query
 from serving.auth import AppModelDep
 from serving.deps import AdminDep, CountersDep, HolderDep
+from serving.feed_query import FeedQuery
 from serving.metrics import render
 from serving.observability import REQUEST_ID
 from serving.schemas import FeedOut, Health, Ready, ReloadOut, feed_json
@@ -44,25 +46,18 @@ async def reload_model(holder: HolderDep, _: AdminDep, force: bool = False) -> R
     return ReloadOut(status=result.status, version=result.version, target=result.target, error=result.error)
 
 
-@router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"],
-            responses={400: {"description": "a damaged or foreign cursor (pass next_cursor back exactly)"}})
-async def user_feed(
-    user_id: UserId,
-    model: AppModelDep,
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=100, description="Number of items, 1–100.")] = 20,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=16384,
-                                        description="`next_cursor` of the previous page.")] = None,
-    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Request seed (exploration draws); "
-                                      "random when absent, kept by the cursor.")] = None,
-    exclude: Annotated[list[str], Query(max_length=200, description="Video ids not to show (repeat the "
-                                        "parameter).")] = [],  # noqa: B006 - FastAPI copies defaults
-) -> Response:
+@router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"], openapi_extra=feed_query.OPENAPI,
+            responses={400: {"description": "a damaged or foreign cursor (pass next_cursor back exactly)"},
+                       422: {"description": "a bad parameter (each one named in `detail`)"}})
+async def user_feed(user_id: UserId, model: AppModelDep, request: Request) -> Response:
     """The user's ranked feed of creator videos; an unknown user gets a popularity feed, never an error.
 
     Page on with `cursor=<next_cursor>`: later pages never repeat earlier ones. With an event store, the user's
     events since training refresh their vectors and filters, blocked creators and videos shown in the last hours
-    are left out, and the page's items are logged as impressions (off the request path)."""
+    are left out, and the page's items are logged as impressions (off the request path). The query parameters
+    are validated by `serving.feed_query.FeedQuery` (documented below all the same)."""
+    query = FeedQuery.of(request.query_params)
+    cursor, limit, seed, exclude = query.cursor, query.limit, query.seed, query.exclude
     try:
         parsed = Cursor.decode(cursor) if cursor is not None else None
     except CursorError as exc:
@@ -73,7 +68,7 @@ async def user_feed(
     # either way)
     read = await anyio.to_thread.run_sync(service.read, user_id, limiter=request.app.state.feed_limiter) if \
         service.reads_store else service.read(user_id)
-    feed = service.rank(read, limit, tuple(exclude), parsed, seed, now_ms=time.time() * 1000,
+    feed = service.rank(read, limit, exclude, parsed, seed, now_ms=time.time() * 1000,
                         request_id=REQUEST_ID.get())
     impressions = request.app.state.impressions
     if impressions is not None:

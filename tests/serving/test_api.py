@@ -51,6 +51,39 @@ def test_limit_is_validated(client, limit):
     assert response.status_code == 422 and "limit" in response.text
 
 
+@pytest.mark.parametrize(("params", "name", "kind"), [
+    ({"limit": "0"}, "limit", "greater_than_equal"), ({"limit": "101"}, "limit", "less_than_equal"),
+    ({"limit": "ten"}, "limit", "int_parsing"), ({"seed": "-1"}, "seed", "greater_than_equal"),
+    ({"cursor": ""}, "cursor", "string_too_short"), ({"exclude": [f"v{i}" for i in range(201)]}, "exclude", "too_long")])
+def test_a_bad_parameter_is_named_in_fastapis_422_shape(client, params, name, kind):
+    response = client.get("/v1/users/u1/feed", params=params)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", name] and error["type"] == kind and error["msg"]
+
+
+def test_every_bad_parameter_is_reported_at_once(client):
+    detail = client.get("/v1/users/u1/feed", params={"limit": "0", "seed": "x"}).json()["detail"]
+    assert sorted(e["loc"][1] for e in detail) == ["limit", "seed"]
+
+
+def test_the_last_of_a_repeated_parameter_counts_and_unknown_ones_are_ignored(client, small_bundle_dir):
+    user = load_bundle(small_bundle_dir).manifest["sample_user_ids"][0]
+    response = client.get(f"/v1/users/{user}/feed?limit=50&limit=3&colour=red")
+    assert response.status_code == 200 and len(response.json()["items"]) == 3
+
+
+def test_the_feed_parameters_are_documented(client):
+    operation = client.get("/openapi.json").json()["paths"]["/v1/users/{user_id}/feed"]["get"]
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert set(params) == {"user_id", "limit", "cursor", "seed", "exclude"}
+    assert params["user_id"]["in"] == "path" and all(params[n]["in"] == "query" for n in ("limit", "cursor", "seed"))
+    assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["maximum"] == 100
+    assert params["limit"]["schema"]["default"] == 20 and params["seed"]["schema"]["anyOf"][0]["maximum"] == 2**31 - 1
+    assert params["exclude"]["schema"] == {"type": "array", "items": {"type": "string"}, "maxItems": 200, "default": []}
+    assert all(params[n]["description"] for n in params) and "422" in operation["responses"]
+
+
 def test_openapi_docs_are_served(client):
     assert client.get("/docs").status_code == 200
     assert "/v1/users/{user_id}/feed" in client.get("/openapi.json").json()["paths"]
