@@ -69,12 +69,14 @@ def user_features(t: Tables, u: User, videos: np.ndarray) -> np.ndarray:
     creators, products = keys[:, K_CREATOR].astype(np.int64), keys[:, K_PRODUCT].astype(np.int64)
     own = gather_rows(t.factors[0], videos)  # (n, dim) the candidates' video vectors (zeros: none)
     affinity = np.zeros((3, n), np.float32)
-    for r, items in enumerate((videos, creators, products)):
-        if len(u.vectors[r]):
-            vectors = own if r == 0 else gather_rows(t.factors[r], items)
-            for i in range(n):
-                affinity[r, i] = dot(vectors[i], u.vectors[r])
-    session = _session_similarities(t, u, videos, own)
+    # one block per relation, not a loop over a tuple of them: numba's loop over (videos, creators, products)
+    # cost ~35 µs per feed in dispatch alone
+    _affinities(affinity[0], own, u.vectors[0])
+    if len(u.vectors[1]):
+        _affinities(affinity[1], gather_rows(t.factors[1], creators), u.vectors[1])
+    if len(u.vectors[2]):
+        _affinities(affinity[2], gather_rows(t.factors[2], products), u.vectors[2])
+    session = _session_similarities(t, u, videos, own, record[:, R_INV_NORM])
     total = 0.0
     for c in range(len(u.categories)):
         total += u.categories[c]
@@ -86,7 +88,7 @@ def user_features(t: Tables, u: User, videos: np.ndarray) -> np.ndarray:
             x[i, static_columns[j]] = record[i, j]
         creator, category = creators[i], keys[i, K_CATEGORY]
         x[i, col[0]], x[i, col[1]], x[i, col[2]] = affinity[0, i], affinity[1, i], affinity[2, i]
-        x[i, col[3]] = 1.0 if creator >= 0 and contains(u.follows, creator) else 0.0
+        x[i, col[3]] = 1.0 if creator >= 0 and len(u.follows) and contains(u.follows, creator) else 0.0
         x[i, col[4]] = session[i]
         x[i, col[5]] = record[i, segment]
         published = record[i, R_PUBLISHED]
@@ -97,9 +99,19 @@ def user_features(t: Tables, u: User, videos: np.ndarray) -> np.ndarray:
 
 
 @jit
-def _session_similarities(t: Tables, u: User, videos: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """(n,) max cosine between each candidate (its video vector in `vectors`) and the user's latest videos; 0
-    without either vector."""
+def _affinities(out: np.ndarray, vectors: np.ndarray, user_vector: np.ndarray) -> None:
+    """out[i] = vectors[i] · user_vector (out left as it is without a user vector)."""
+    if len(user_vector) == 0:
+        return
+    for i in range(len(out)):
+        out[i] = dot(vectors[i], user_vector)
+
+
+@jit
+def _session_similarities(t: Tables, u: User, videos: np.ndarray, vectors: np.ndarray,
+                          inv_norms: np.ndarray) -> np.ndarray:
+    """(n,) max cosine between each candidate (its video vector in `vectors`, 1/‖v‖ in `inv_norms`) and the user's
+    latest videos; 0 without either vector."""
     out = np.zeros(len(videos), np.float32)
     factors = t.factors[0]
     if len(u.recent) == 0:
@@ -113,7 +125,7 @@ def _session_similarities(t: Tables, u: User, videos: np.ndarray, vectors: np.nd
         best = -np.inf
         for r in range(len(recent)):
             best = max(best, dot(vectors[i], recent[r]))
-        out[i] = best * t.record[videos[i], R_INV_NORM]
+        out[i] = best * inv_norms[i]
     return out
 
 
