@@ -73,6 +73,7 @@ class FeedConfig:
     rank_k: float = 10.0  # relevance = w/(k + value rank) + (1 − w)/(k + retrieval rank)
     hide_out_of_stock: bool = True
     max_depth: int = 500  # items a cursor can page through; after that the feed ends
+    rank_depth: int = 300  # the ranker scores the best this many by fused retrieval score (and the slots' picks); 0: all
     prior_strength: float = 20.0
 
 
@@ -268,6 +269,7 @@ class FeedService:
         blocked = self._blocked(read, exclude)
         cands = self._candidates(user, blocked, cursor, limit)
         clock.append(time.perf_counter())
+        gathered, cands = cands, self._ranked(cands)
         relevance, probs = self._relevance(user, cands, now_ms)
         clock.append(time.perf_counter())
         chosen = self._page(cands, relevance, limit)
@@ -279,7 +281,7 @@ class FeedService:
                     cold_start=not user.vectors, seed=cursor.seed,
                     next_cursor=following.encode() if following else None, ranking=self.ranking,
                     timings={STAGES[i]: clock[i + 1] - clock[i] for i in range(len(STAGES))},
-                    sources=self._source_counts(cands))
+                    sources=self._source_counts(gathered))
 
     def _source_counts(self, cands: Candidates) -> dict[str, int]:
         """How many candidates each source contributed most to."""
@@ -356,6 +358,15 @@ class FeedService:
         user_hash = zlib.crc32(user.user_id.encode("utf-8", "surrogatepass"))
         draw_seed = zlib.crc32(struct.pack("<III", user_hash, cursor.seed & 0xFFFFFFFF, cursor.page))
         return self.sources.gather(user, blocked, extra, cursor.shown, draw_seed)
+
+    def _ranked(self, cands: Candidates) -> Candidates:
+        """The candidates the ranking stage scores (`FeedConfig.rank_depth`; all of them at 0 or below it)."""
+        depth = self.config.rank_depth
+        if depth <= 0 or len(cands.videos) <= depth or self.ranking != "ranker":
+            return cands
+        keep = kernel_scoring.ranked_subset(self.tables.layout.record, _int64(cands.videos), cands.rrf,
+                                            _int64(cands.source), depth)
+        return Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])
 
     def _relevance(self, user: UserView, cands: Candidates, now_ms: float | None) -> tuple[np.ndarray, np.ndarray]:
         """(n,) relevance and (n, 3) probabilities (empty without a ranker)."""

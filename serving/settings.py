@@ -34,6 +34,8 @@ class ServingSettings(BaseSettings):
         "ranker", description="ranker: the bundle's ranker and value formula; retrieval: fused source ranks only.")
     ranker_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the ranker's rank against the "
                                  "retrieval rank in the final order (1 = ranker only).")
+    rank_depth: int = Field(FeedConfig().rank_depth, ge=0, description="The ranker scores this many candidates, "
+                            "the best by fused retrieval score, plus the exploration slots' picks; 0: every candidate.")
     quotas: dict[str, int] = Field(default_factory=dict, description="Candidates per source, e.g. {\"video\": 300}; "
                                    "unnamed sources keep their defaults, 0 turns one off.")
     videos_per_creator: int = Field(3, ge=1)
@@ -130,7 +132,7 @@ class ServingSettings(BaseSettings):
         page = PageConfig(max_per_creator=self.max_per_creator, max_per_product=self.max_per_product,
                           max_per_merchant=self.max_per_merchant, mmr_lambda=self.mmr_lambda)
         return FeedConfig(candidates=candidates, page=page, ranking=self.ranking, ranker_weight=self.ranker_weight,
-                          hide_out_of_stock=self.hide_out_of_stock)
+                          hide_out_of_stock=self.hide_out_of_stock, rank_depth=self.rank_depth)
 
 
 def _secret_problems(settings: ServingSettings) -> list[str]:

@@ -12,11 +12,13 @@ from typing import NamedTuple
 import numpy as np
 
 from feed.kernels.base import (K_CATEGORY, K_CREATOR, K_PRODUCT, R_BUY, R_COMMISSION, R_INV_NORM, R_LOG_VIEWS,
-                               R_PRICE, R_PUBLISHED, R_SEGMENTS, contains, dot, gather_rows, jit, ranks_desc)
+                               R_PRICE, R_PUBLISHED, R_SEGMENTS, contains, dot, gather_rows, jit, order_desc,
+                               ranks_desc)
 
 DAY_MS = 86_400_000.0
 UNKNOWN_AGE_DAYS = 365.0
 RANKER, RETRIEVAL, POPULAR = range(3)  # what orders a page
+NEW_CREATOR = 8  # SOURCES.index("new_creator")
 
 
 class Tables(NamedTuple):
@@ -203,3 +205,29 @@ def relevance(t: Tables, m: Model, u: User, videos: np.ndarray,
     by_value, by_retrieval = ranks_desc(worth), ranks_desc(retrieval)
     w, k = m.ranker_weight, m.rank_k
     return w / (k + by_value) + (1.0 - w) / (k + by_retrieval), probs
+
+
+@jit
+def ranked_subset(record: np.ndarray, videos: np.ndarray, retrieval: np.ndarray, source: np.ndarray,
+                  depth: int) -> np.ndarray:
+    """Ascending indices of the candidates the ranking stage scores: the `depth` best by fused retrieval score,
+    and whatever the page's slots may take however deep it is (the new-creator pick, and the two newest videos:
+    the fresh slot takes the newest that is not the new-creator pick)."""
+    n = len(retrieval)
+    keep = np.zeros(n, np.bool_)
+    order = order_desc(retrieval)
+    for j in range(min(depth, n)):
+        keep[order[j]] = True
+    first, second, newest, runner_up = -1, -1, -np.inf, -np.inf
+    for i in range(n):
+        if source[i] == NEW_CREATOR:
+            keep[i] = True
+        published = record[videos[i], R_PUBLISHED]  # NaN is never the newest (as in the page's fresh slot)
+        if published > newest:
+            second, runner_up, first, newest = first, newest, i, published
+        elif published > runner_up:
+            second, runner_up = i, published
+    for i in (first, second):
+        if i >= 0:
+            keep[i] = True
+    return np.flatnonzero(keep)

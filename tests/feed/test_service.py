@@ -265,3 +265,21 @@ def test_last_reads_keep_the_newest_and_survive_concurrent_writers():
     assert len(reads) == 50 and reads.get(("blocks", "old")) == []  # the oldest went first
     reads.remember(("blocks", "3-1999"), [])
     assert reads.get(("blocks", "3-1999")) == []  # an empty read forgets
+
+
+def test_a_rank_depth_scores_fewer_candidates_and_keeps_the_slots(bundle):
+    service, shallow = FeedService(bundle, FeedConfig(rank_depth=0)), FeedService(bundle, FeedConfig(rank_depth=30))
+    user, config = bundle.manifest["sample_user_ids"][0], service.config.page
+    full, cut = service.feed(user, 20, seed=11), shallow.feed(user, 20, seed=11)
+    assert cut.sources == full.sources  # counted before the cut: what the sources gave
+    for position in (config.new_creator_position, config.fresh_position):
+        assert cut.items[position].video_id == full.items[position].video_id
+    user_view = service._user_view(service.read(user))
+    cands = service._candidates(user_view, service._blocked(service.read(user), ()), Cursor.first(11), 20)
+    ranked = shallow._ranked(cands)
+    assert len(cands.videos) > 60 and len(ranked.videos) <= 30 + 3 and np.all(np.diff(ranked.videos) > 0)
+    best = set(cands.videos[np.argsort(-cands.rrf, kind="stable")[:25]].tolist())
+    assert best <= set(ranked.videos.tolist())  # the best by retrieval (clear of float32 ties at the cut)
+    deep = FeedService(bundle, FeedConfig(rank_depth=len(cands.videos))).feed(user, 20, seed=11)
+    assert [i.video_id for i in deep.items] == [i.video_id for i in full.items]  # deep enough: nothing is cut
+    assert FeedService(bundle, FeedConfig(rank_depth=30, ranking="retrieval"))._ranked(cands) is cands

@@ -34,8 +34,13 @@ def test_settings_default_to_the_champion_and_reject_two_sources(tmp_path):
 def test_settings_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FEED_SERVE_BUNDLE", str(tmp_path))
     monkeypatch.setenv("FEED_SERVE_VIDEOS_PER_CREATOR", "5")
+    monkeypatch.setenv("FEED_SERVE_RANK_DEPTH", "0")
     settings = ServingSettings()
     assert settings.bundle == tmp_path and settings.feed_config().candidates.videos_per_creator == 5
+    assert settings.feed_config().rank_depth == 0
+    monkeypatch.setenv("FEED_SERVE_RANK_DEPTH", "-1")
+    with pytest.raises(ValidationError, match="rank_depth"):
+        ServingSettings()
 
 
 def test_fetch_registered_downloads_once_into_the_cache(small_bundle_dir, tmp_path):
