@@ -8,7 +8,8 @@
    videos, out-of-stock products, blocked creators, videos shown in the last hours, `exclude=` ids, and
    everything earlier pages of the same cursor showed;
 3. candidates from every source (`feed.candidates`), fused;
-4. relevance: the rank of the ranker's value (`feed.ranker`) fused with the rank of the retrieval score
+4. relevance of the best `rank_depth` candidates by fused retrieval score and the slots' picks (all of them at 0):
+   the rank of the ranker's value (`feed.ranker`) fused with the rank of the retrieval score
    (`ranker_weight`; the ranker learns from logged impressions, which come from whatever policy was serving, so
    retrieval's rank keeps what it knows about the user's candidates); in `retrieval` mode or without a ranker,
    the fused retrieval score alone;
