@@ -172,6 +172,47 @@ def test_a_cursor_that_inflates_beyond_any_issued_one_is_refused():
         Cursor.decode(text)
 
 
+def _signed(record: bytes) -> str:
+    """A cursor's text for a record as it would be stored (crc32 appended, base64url unpadded)."""
+    import base64
+    import struct
+    import zlib
+
+    return base64.urlsafe_b64encode(record + struct.pack("<I", zlib.crc32(record))).decode().rstrip("=")
+
+
+def test_a_cursor_issued_in_the_compressed_format_still_decodes():
+    import struct
+    import zlib
+
+    hashes = id_hashes(np.array(["v1", "v2", "v3"], dtype=object))
+    legacy = _signed(zlib.compress(struct.pack("<BIH", 1, 77, 2) + hashes.astype("<u4").tobytes(), 1))
+    decoded = Cursor.decode(legacy)
+    assert (decoded.seed, decoded.page, decoded.shown.tolist()) == (77, 2, hashes.tolist())
+    fresh = Cursor.decode(Cursor(77, 2, hashes).encode())  # written uncompressed now, read back the same
+    assert Cursor(77, 2, hashes).encode() != legacy
+    assert (fresh.seed, fresh.page, fresh.shown.tolist()) == (77, 2, hashes.tolist())
+
+
+@pytest.mark.parametrize("record", [
+    b"\x02\x01\x00",  # shorter than the header
+    b"\x02" + bytes(6) + b"\x01\x02",  # hashes not a whole number of 4 bytes
+    b"\x03" + bytes(6),  # neither format
+    b"\x02" + bytes(6) + bytes(4 * 10_001),  # more hashes than any cursor this service issues
+])
+def test_a_damaged_uncompressed_cursor_is_refused(record):
+    with pytest.raises(CursorError):
+        Cursor.decode(_signed(record))
+
+
+def test_a_compressed_record_claiming_the_new_format_is_refused():
+    import struct
+    import zlib
+
+    with pytest.raises(CursorError, match="format 2"):
+        Cursor.decode(_signed(zlib.compress(struct.pack("<BIH", 2, 1, 1), 1)))
+
+
 def test_the_last_page_number_ends_the_feed_instead_of_overflowing():
     cursor = Cursor(1, 65_535, np.zeros(0, dtype=np.uint32))
     assert cursor.next(1, np.array([5], dtype=np.uint32), 10**6) is None
