@@ -365,8 +365,9 @@ class FeedService:
         depth = self.config.rank_depth
         if depth <= 0 or len(cands.videos) <= depth or self.ranking != "ranker":
             return cands
-        keep = kernel_scoring.ranked_subset(self.tables.layout.record, _int64(cands.videos), cands.rrf,
-                                            _int64(cands.source), depth)
+        keep = kernel_scoring.ranked_subset(self.tables.layout.record, _int64(cands.videos),
+                                            np.ascontiguousarray(cands.rrf, dtype=np.float64), _int64(cands.source),
+                                            depth)
         return Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])
 
     def _relevance(self, user: UserView, cands: Candidates, now_ms: float | None) -> tuple[np.ndarray, np.ndarray]:

@@ -141,3 +141,23 @@ def test_a_bundle_with_a_malformed_manifest_is_refused_not_fatal(small_bundle_di
         body = client.post("/v1/admin/reload", headers={"Authorization": "Bearer t"}).json()
         assert body["status"] == "refused" and "files" in body["error"]
         assert client.get("/v1/users/u1/feed").status_code == 200
+
+
+def test_the_feed_body_is_exactly_what_the_documented_schema_serializes(small_bundle_dir):
+    import orjson
+
+    from feed.service import FeedConfig, FeedService
+    from serving.schemas import FeedOut, feed_json
+
+    bundle = load_bundle(small_bundle_dir)
+    users, predicted = [*bundle.manifest["sample_user_ids"][:3], "nobody-at-all"], set()
+    for config in (FeedConfig(), FeedConfig(ranking="retrieval")):  # with and without the ranker's predictions
+        service = FeedService(bundle, config)
+        for user in users:
+            feed = service.feed(user, 20, seed=5)
+            expected = FeedOut.from_feed(feed).model_dump(mode="json")
+            body = orjson.loads(feed_json(feed))
+            assert body == expected and list(body) == list(expected)
+            assert [list(item) for item in body["items"]] == [list(item) for item in expected["items"]]
+            predicted |= {item["predicted"] is None for item in body["items"]}
+    assert predicted == {True, False}  # both shapes of an item were compared
