@@ -49,6 +49,7 @@ from feed.dataset import Catalog
 from feed.errors import FeedError
 from feed.features import FeatureTables
 from feed.kernels import page as kernel_page
+from feed.kernels.base import R_PUBLISHED
 from feed.kernels import scoring as kernel_scoring
 from feed.live import LiveUser, LiveUsers
 from feed.ranker import ValueFormula
@@ -196,6 +197,7 @@ class FeedService:
         self._last_read = LastReads(LAST_READS)  # (signal, user) -> last values read
         self._product_infos: dict[int, tuple[ProductInfo | None, str | None]] = {}  # product row -> _product
         self._numbers = self._kernel_numbers()
+        self._published = np.ascontiguousarray(self.tables.layout.record[:, R_PUBLISHED])  # (n_videos,) for _ranked
         self._warm_up()
 
     def _kernel_numbers(self) -> tuple[object, object, object]:
@@ -365,7 +367,7 @@ class FeedService:
         depth = self.config.rank_depth
         if depth <= 0 or len(cands.videos) <= depth or self.ranking != "ranker":
             return cands
-        keep = kernel_scoring.ranked_subset(self.tables.layout.record, _int64(cands.videos),
+        keep = kernel_scoring.ranked_subset(self._published, _int64(cands.videos),
                                             np.ascontiguousarray(cands.rrf, dtype=np.float64), _int64(cands.source),
                                             depth)
         return Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])

@@ -35,7 +35,6 @@ def test_contains_is_membership_in_a_sorted_array(pool, value):
 @settings(max_examples=150, deadline=None)
 @given(n=st.integers(0, 60), depth=st.integers(1, 70), data=st.data())
 def test_the_ranked_subset_is_the_best_by_retrieval_and_every_slot_candidate(n, depth, data):
-    from feed.kernels.base import R_PUBLISHED
     from feed.kernels.scoring import NEW_CREATOR, ranked_subset
 
     draw = lambda elements: np.array(data.draw(st.lists(elements, min_size=n, max_size=n)))  # noqa: E731
@@ -43,9 +42,9 @@ def test_the_ranked_subset_is_the_best_by_retrieval_and_every_slot_candidate(n, 
     published = draw(st.sampled_from([np.nan, 1.0, 2.0, 3.0])).astype(np.float32)
     source = draw(st.sampled_from([0, 1, NEW_CREATOR])).astype(np.int64)
     videos = np.arange(n, dtype=np.int64)[::-1].copy()  # candidate i is record row n − 1 − i
-    record = np.zeros((n, R_PUBLISHED + 1), dtype=np.float32)
-    record[videos, R_PUBLISHED] = published
-    kept = ranked_subset(record, videos, retrieval, source, depth)
+    by_row = np.zeros(n, dtype=np.float32)
+    by_row[videos] = published
+    kept = ranked_subset(by_row, videos, retrieval, source, depth)
     by_retrieval = np.lexsort((np.arange(n), -retrieval.astype(np.float32)))[:depth]  # ties: the earlier
     order = [i for i in np.lexsort((np.arange(n), -np.nan_to_num(published, nan=-np.inf))) if not np.isnan(published[i])]
     expected = set(by_retrieval.tolist()) | set(np.flatnonzero(source == NEW_CREATOR).tolist()) | set(order[:2])
