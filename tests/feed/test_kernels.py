@@ -27,6 +27,7 @@ def test_sort_by_key_is_a_stable_ascending_argsort(keys):
     assert sort_by_key(keys).tolist() == np.argsort(keys, kind="stable").tolist()
 
 
+@settings(deadline=None)  # the first example may compile the kernel
 @given(pool=st.lists(st.integers(-5, 50), max_size=30), value=st.integers(-10, 60))
 def test_contains_is_membership_in_a_sorted_array(pool, value):
     assert contains(np.sort(np.array(pool, dtype=np.int64)), value) == (value in pool)
@@ -49,3 +50,16 @@ def test_the_ranked_subset_is_the_best_by_retrieval_and_every_slot_candidate(n, 
     order = [i for i in np.lexsort((np.arange(n), -np.nan_to_num(published, nan=-np.inf))) if not np.isnan(published[i])]
     expected = set(by_retrieval.tolist()) | set(np.flatnonzero(source == NEW_CREATOR).tolist()) | set(order[:2])
     assert kept.tolist() == sorted(expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(0, 20), width=st.integers(0, 5), rows=st.lists(st.integers(-3, 25), max_size=30))
+def test_gather_rows_is_indexing_with_zeros_out_of_range(n, width, rows):
+    from feed.kernels.base import gather_rows
+
+    table = np.arange(n * width, dtype=np.float32).reshape(n, width) + 1
+    at = np.array(rows, dtype=np.int64)
+    expected = np.zeros((len(at), width), dtype=np.float32)
+    valid = (at >= 0) & (at < n)
+    expected[valid] = table[at[valid]]
+    np.testing.assert_array_equal(gather_rows(table, at), expected)
