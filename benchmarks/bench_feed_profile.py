@@ -34,7 +34,7 @@ from rich.table import Table
 
 from feed.bundle import Bundle, load_bundle
 from feed.index import VectorIndex
-from feed.service import STAGES, Feed, FeedService
+from feed.service import STAGES, Feed, FeedConfig, FeedService
 from feed.world import WorldParams, generate_world, save_world
 
 CACHE = Path(__file__).resolve().parent.parent / "data" / "generated" / "profile"
@@ -98,13 +98,15 @@ def main() -> None:
     parser.add_argument("--search-params", default="nprobe=16")
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rank-depth", type=int, default=FeedConfig().rank_depth,
+                        help="FeedConfig.rank_depth (0: the ranker scores every candidate)")
     parser.add_argument("--bundle", type=Path, help="profile this bundle (e.g. bench_feed_scale.py's) instead of "
                                                     "the cached mid-size world's; use with --factory bundle")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     bundle = load_bundle(args.bundle or build(CACHE))
     reindex(bundle, args.factory, args.search_params)
-    service = FeedService(bundle)
+    service = FeedService(bundle, FeedConfig(rank_depth=args.rank_depth))
     rng = np.random.default_rng(0)
     known = [str(u) for u in rng.choice(bundle.users.ids, args.users, replace=False)]
     unknown = [f"nobody-{i}" for i in range(args.users // 4)]
@@ -119,7 +121,7 @@ def main() -> None:
         profiler.print(show_all=False, short_mode=False)
         return
     table = Table(title=f"FeedService.feed, limit 20, {len(bundle.users):,} users × {len(bundle.catalog.videos):,} "
-                        f"videos, ranking={service.ranking}, "
+                        f"videos, ranking={service.ranking}, rank_depth={args.rank_depth}, "
                         f"{args.factory} {args.search_params} (µs)")
     for col in ("feeds", "median", "p99", "CPU median", *[f"{s} (median)" for s in STAGES]):
         table.add_column(col, justify="right")

@@ -51,7 +51,7 @@ def main() -> None:
         service = FeedService(bundle, FeedConfig(rank_depth=depth),
                               signals=UserSignals(follows=lambda user: follows.get(user, [])))
         pages = replay(service, targets.users, 20, config.seed, now_ms, True, f"rank_depth={depth}")
-        base_pages = base_pages or pages
+        base_pages = pages if base_pages is None else base_pages
         same = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(pages, base_pages, strict=True)) / max(
             sum(len(a) for a in base_pages), 1)
         results.append({**page_metrics(pages, targets, service, 20), "same_videos_as_all": same})

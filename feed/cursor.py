@@ -3,8 +3,9 @@
 A cursor is base64url of a record (format byte, seed, page, the 32-bit hashes of every video id shown so far)
 followed by a CRC32, so a truncated or edited cursor is rejected with `CursorError` instead of silently serving
 repeats. Format 1 zlib-compressed the record; id hashes are random bytes that do not compress, so format 2 stores
-it as it is (compressing cost more than the rest of encoding). Format-1 cursors, issued before, still decode. Hashing ids (not rows) keeps a cursor valid across model reloads. A hash collision can
-only hide one extra video; it can never show a video twice.
+it as it is (compressing cost more than the rest of encoding). Format-1 cursors, issued before, still decode.
+Hashing ids (not rows) keeps a cursor valid across model reloads. A hash collision can only hide one extra video;
+it can never show a video twice.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ def gather_rows(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
         row = rows[i]
         if 0 <= row < len(table):
             touched += table[row, 0] + table[row, width - 1]
-    if len(table) < 0 and touched == touched:  # never true (a length is never negative), but the compiler cannot
-        out[0, 0] = touched  # drop the loads above as unused
+    if len(table) < 0:  # never true, but the compiler cannot prove it: the loads above are not dropped as unused
+        out[0, 0] = touched
     for i in range(len(rows)):
         row = rows[i]
         if 0 <= row < len(table):

@@ -1,0 +1,111 @@
+"""Two versions of the feed server side by side at 1M, taking turns under load: the paired requests/s ratio.
+
+Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_pair.py --old REF [--new REF] [--pairs 12] [--seconds 4]
+
+The machine's speed drifts by ±25 % within minutes, so two versions measured one after the other in long runs
+cannot be told apart by less than that. Here each git ref gets a worktree under data/generated/pair/ (removed
+after the run) and a
+`feed serve` of its own over the cached bundle of `bench_feed_scale.py` (build it first with `--build-only`);
+both servers stay up, and wrk (8 connections, the same users file and script as bench_feed_scale.py) loads them
+in turns of `--seconds` each, old then new, `--pairs` times. The table gives each pair's requests/s and the new /
+old ratio, then the medians. `--new` defaults to the working tree as it is (uncommitted changes included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench_feed_scale import LUA, build_bundle, start, stop, write_users  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console(stderr=True)
+
+
+def worktree(ref: str, folder: Path) -> Path:
+    """A checkout of `ref` at `folder` (made again each run)."""
+    if folder.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--force", "--detach", str(folder), ref], check=True,
+                   capture_output=True)
+    return folder
+
+
+def serve(code: Path, bundle: Path, port: int) -> subprocess.Popen:
+    """`feed serve` of the code in `code` (its own packages first on the path), ready on `port`."""
+    command = [sys.executable, "-c", "import sys; from feed.cli import run; sys.argv[0] = 'feed'; sys.exit(run())",
+               "serve", "--bundle", str(bundle), "--store", "", "--reload-interval", "0", "--port", str(port),
+               "--no-sample", "--log-level", "warning"]
+    return start(command, {"PYTHONPATH": str(code)}, port, "/readyz")
+
+
+def requests_per_second(port: int, users: Path, seconds: int, script: Path) -> float:
+    """wrk's requests/s on the feed route of the server at `port`."""
+    env = {**os.environ, "BENCH_USERS": str(users), "BENCH_PATH": "/v1/users/%s/feed?limit=20"}
+    out = subprocess.run(["wrk", "-t2", "-c8", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--old", required=True, help="git ref of the baseline")
+    parser.add_argument("--new", help="git ref of the candidate (default: the working tree)")
+    parser.add_argument("--pairs", type=int, default=12)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--cache", type=Path, default=Path("data/generated/scale"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install -y wrk)")
+    bundle = build_bundle(args.cache)
+    users = write_users(bundle)
+    base = ROOT / "data" / "generated" / "pair"
+    codes = {"old": worktree(args.old, base / "old"), "new": worktree(args.new, base / "new") if args.new else ROOT}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA)
+    servers = {name: serve(code, bundle, port) for (name, code), port in zip(codes.items(), (8781, 8782), strict=True)}
+    try:
+        ports = dict(zip(servers, (8781, 8782), strict=True))
+        for port in ports.values():
+            requests_per_second(port, users, 3, Path(script.name))  # warm-up
+        rows = []
+        for pair in range(args.pairs):
+            rows.append([requests_per_second(ports[name], users, args.seconds, Path(script.name)) for name in ports])
+            console.print(f"  pair {pair + 1}: old {rows[-1][0]:,.0f}, new {rows[-1][1]:,.0f} requests/s")
+    finally:
+        for proc in servers.values():
+            stop(proc)
+        for code in codes.values():
+            if code != ROOT:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(code)], check=False)
+    print_table(np.array(rows), args)
+
+
+def print_table(rows: np.ndarray, args: argparse.Namespace) -> None:
+    """Each pair and the medians."""
+    table = Table(title=f"feed at 1M, {args.old} (old) against {args.new or 'the working tree'} (new), "
+                        f"{args.pairs} pairs of {args.seconds}s, 8 connections")
+    for column in ("pair", "old requests/s", "new requests/s", "new / old"):
+        table.add_column(column, justify="right")
+    for i, (old, new) in enumerate(rows):
+        table.add_row(str(i + 1), f"{old:,.0f}", f"{new:,.0f}", f"{new / old:.3f}")
+    table.add_row("median", f"{np.median(rows[:, 0]):,.0f}", f"{np.median(rows[:, 1]):,.0f}",
+                  f"[bold]{np.median(rows[:, 1] / rows[:, 0]):.3f}[/bold]")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
