@@ -23,10 +23,11 @@ from serving.impressions import ImpressionLogger
 from serving.ledger_worker import keep_ledger
 from serving.threads import search_threads
 from serving.metrics import Counters
-from serving.observability import ObserveRequests, Telemetry
+from serving.feed_lane import FeedLane
+from serving.observability import ASGIApp, ObserveRequests, Telemetry
 from serving.model_source import LoadedModel, load_model
 from serving.reloader import ModelHolder
-from serving.routes import router
+from serving.routes import feed_route, router
 from serving.schemas import documented
 from serving.settings import ServingSettings
 from serving.user_routes import router as user_router
@@ -72,12 +73,11 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
         app.state.holder = None
         release()
 
-    app = FastAPI(title="Self-retail feed", version=__version__, lifespan=lifespan,
+    app = FeedApp(title="Self-retail feed", version=__version__, lifespan=lifespan,
                   description="Personalized feeds of creator videos linked to products.")
     app.state.settings = settings
     app.state.holder = app.state.store = app.state.impressions = None
     app.state.counters, app.state.telemetry = Counters(), Telemetry()
-    app.add_middleware(ObserveRequests, telemetry=app.state.telemetry)
     # every status a route can answer is in the OpenAPI schema (tests/serving/test_fuzz.py checks it)
     app.include_router(router, responses=documented(401, 403, 503))
     app.include_router(event_router, responses=documented(400, 401, 403, 413, 415, 503))
@@ -87,6 +87,18 @@ def create_app(settings: ServingSettings, model: LoadedModel | None = None,
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
     return app
+
+
+class FeedApp(FastAPI):
+    """FastAPI with the request observer outermost (every request, FastAPI's own 500s included, gets its id,
+    metrics and access log) and, inside it, the feed lane (`serving.feed_lane`) in front of FastAPI's stack."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """ObserveRequests(FeedLane(FastAPI's stack)), FeedLane left out with `feed_lane` off."""
+        stack = super().build_middleware_stack()
+        if self.state.settings.feed_lane:
+            stack = FeedLane(stack, feed_route)
+        return ObserveRequests(stack, self.state.telemetry)
 
 
 def _background(holder: ModelHolder, settings: ServingSettings, counters: Counters) -> list[asyncio.Task]:

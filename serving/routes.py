@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import anyio
 from fastapi import APIRouter, HTTPException, Path, Request, Response
 from fastapi.responses import PlainTextResponse
+from starlette.datastructures import QueryParams
 
 from feed.cursor import Cursor, CursorError
 from serving import feed_query
@@ -15,11 +16,13 @@ from serving.auth import AppModelDep
 from serving.deps import AdminDep, CountersDep, HolderDep
 from serving.feed_query import FeedQuery
 from serving.metrics import render
+from serving.model_source import LoadedModel
 from serving.observability import REQUEST_ID
 from serving.schemas import FeedOut, Health, Ready, ReloadOut, feed_json
 
 router = APIRouter()
-UserId = Annotated[str, Path(min_length=1, max_length=128, description="The user's id.")]
+USER_ID_MAX = 128
+UserId = Annotated[str, Path(min_length=1, max_length=USER_ID_MAX, description="The user's id.")]
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"])
@@ -56,19 +59,39 @@ async def user_feed(user_id: UserId, model: AppModelDep, request: Request) -> Re
     events since training refresh their vectors and filters, blocked creators and videos shown in the last hours
     are left out, and the page's items are logged as impressions (off the request path). The query parameters
     are validated by `serving.feed_query.FeedQuery` (documented below all the same)."""
-    query = FeedQuery.of(request.query_params)
-    cursor, limit, seed, exclude = query.cursor, query.limit, query.seed, query.exclude
+    body, headers = await answer_feed(request, model, user_id, check_feed(request.query_params))
+    return Response(body, media_type="application/json", headers=headers)
+
+
+feed_route = router.routes[-1]  # the route above (`serving.feed_lane` answers its calls that pass every check)
+
+
+class FeedCall(NamedTuple):
+    """A feed request's checked parameters."""
+
+    query: FeedQuery
+    cursor: Cursor | None
+
+
+def check_feed(params: QueryParams) -> FeedCall:
+    """The query parameters validated and the cursor decoded; 422 or 400 (HTTPException) otherwise. Writes
+    nothing: `serving.feed_lane` hands a request that fails here to FastAPI, which answers the error."""
+    query = FeedQuery.of(params)
     try:
-        parsed = Cursor.decode(cursor) if cursor is not None else None
+        return FeedCall(query, Cursor.decode(query.cursor) if query.cursor is not None else None)
     except CursorError as exc:
         raise HTTPException(400, detail=f"cursor: {exc}") from exc
-    service = model.service
+
+
+async def answer_feed(request: Request, model: LoadedModel, user_id: str, call: FeedCall) -> tuple[bytes, dict[str, str]]:
+    """The feed's JSON body (FeedOut) and headers: read, rank, log the impressions, count."""
+    service, query = model.service, call.query
     # the store reads block on I/O: a worker thread; the ranking is CPU work under the GIL, so it runs right here
     # (a hand-off to a thread and back costs more than it frees the loop: one process computes one feed at a time
     # either way)
     read = await anyio.to_thread.run_sync(service.read, user_id, limiter=request.app.state.feed_limiter) if \
         service.reads_store else service.read(user_id)
-    feed = service.rank(read, limit, exclude, parsed, seed, now_ms=time.time() * 1000,
+    feed = service.rank(read, query.limit, query.exclude, call.cursor, query.seed, now_ms=time.time() * 1000,
                         request_id=REQUEST_ID.get())
     impressions = request.app.state.impressions
     if impressions is not None:
@@ -76,7 +99,7 @@ async def user_feed(user_id: UserId, model: AppModelDep, request: Request) -> Re
     request.app.state.counters.add(feeds_served=1)
     request.app.state.telemetry.record_feed(feed.timings, feed.sources)
     # the body is FeedOut (the schema above), serialized directly: no per-item model validation on the hot path
-    return Response(feed_json(feed), media_type="application/json", headers={"X-Model-Version": model.version})
+    return feed_json(feed), {"X-Model-Version": model.version}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
