@@ -22,6 +22,7 @@ from serving.schemas import FeedOut, Health, Ready, ReloadOut, feed_json
 
 router = APIRouter()
 USER_ID_MAX = 128
+FEED_PATH = "/v1/users/{user_id}/feed"
 UserId = Annotated[str, Path(min_length=1, max_length=USER_ID_MAX, description="The user's id.")]
 
 
@@ -49,7 +50,7 @@ async def reload_model(holder: HolderDep, _: AdminDep, force: bool = False) -> R
     return ReloadOut(status=result.status, version=result.version, target=result.target, error=result.error)
 
 
-@router.get("/v1/users/{user_id}/feed", response_model=FeedOut, tags=["feed"], openapi_extra=feed_query.OPENAPI,
+@router.get(FEED_PATH, response_model=FeedOut, tags=["feed"], openapi_extra=feed_query.OPENAPI,
             responses={400: {"description": "a damaged or foreign cursor (pass next_cursor back exactly)"},
                        422: {"description": "a bad parameter (each one named in `detail`)"}})
 async def user_feed(user_id: UserId, model: AppModelDep, request: Request) -> Response:
@@ -63,7 +64,8 @@ async def user_feed(user_id: UserId, model: AppModelDep, request: Request) -> Re
     return Response(body, media_type="application/json", headers=headers)
 
 
-feed_route = router.routes[-1]  # the route above (`serving.feed_lane` answers its calls that pass every check)
+# the route above: `serving.feed_lane` answers its calls that pass every check
+feed_route = next(r for r in router.routes if getattr(r, "path", None) == FEED_PATH)
 
 
 class FeedCall(NamedTuple):
@@ -83,7 +85,8 @@ def check_feed(params: QueryParams) -> FeedCall:
         raise HTTPException(400, detail=f"cursor: {exc}") from exc
 
 
-async def answer_feed(request: Request, model: LoadedModel, user_id: str, call: FeedCall) -> tuple[bytes, dict[str, str]]:
+async def answer_feed(request: Request, model: LoadedModel, user_id: str,
+                      call: FeedCall) -> tuple[bytes, dict[str, str]]:
     """The feed's JSON body (FeedOut) and headers: read, rank, log the impressions, count."""
     service, query = model.service, call.query
     # the store reads block on I/O: a worker thread; the ranking is CPU work under the GIL, so it runs right here

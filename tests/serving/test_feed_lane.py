@@ -40,9 +40,11 @@ def calls(user: str, cursor: str) -> list[tuple[str, str, dict, dict]]:
         ("GET", "/v1/users/a%20b%2Fc/feed", {"seed": 2}, KEY), ("GET", feed, {"seed": 3, "other": "1"}, KEY),
         ("GET", feed, {"seed": 3, "limit": [5, 9]}, KEY),
         ("GET", feed, {"limit": 0, "seed": -1}, KEY), ("GET", feed, {"cursor": "not-a-cursor"}, KEY),
-        ("GET", feed, {"cursor": ""}, KEY), ("GET", feed, {}, {}), ("GET", feed, {}, {"Authorization": "Bearer no"}),
-        ("GET", "/v1/users/" + "u" * 129 + "/feed", {}, KEY), ("GET", "/v1/users/" + "u" * 128 + "/feed", {"seed": 1}, KEY),
-        ("POST", feed, {}, KEY), ("HEAD", feed, {}, KEY), ("GET", feed + "/", {}, KEY), ("GET", "/v1/users//feed", {}, KEY),
+        ("GET", feed, {"cursor": ""}, KEY), ("GET", feed, {}, {}),
+        ("GET", feed, {}, {"Authorization": "Bearer no"}), ("GET", "/v1/users/" + "u" * 129 + "/feed", {}, KEY),
+        ("GET", "/v1/users/" + "u" * 128 + "/feed", {"seed": 1}, KEY),
+        ("POST", feed, {}, KEY), ("HEAD", feed, {}, KEY), ("GET", feed + "/", {}, KEY),
+        ("GET", "/v1/users//feed", {}, KEY),
     ]
 
 
@@ -63,7 +65,8 @@ def test_every_call_is_answered_as_fastapis_route_answers_it(clients, user):
     cursor = plain.get(f"/v1/users/{user}/feed", params={"seed": 4, "limit": 5}, headers=KEY).json()["next_cursor"]
     statuses = set()
     for method, path, params, headers in calls(user, cursor):
-        ours, theirs = (c.request(method, path, params=params, headers=headers, follow_redirects=False) for c in (lane, plain))
+        ours, theirs = (c.request(method, path, params=params, headers=headers, follow_redirects=False)
+                        for c in (lane, plain))
         assert comparable(ours) == comparable(theirs), (method, path, params)
         assert ours.headers.get("x-request-id"), (method, path)
         statuses.add(ours.status_code)
