@@ -8,13 +8,16 @@ after the run) and a
 `feed serve` of its own over the cached bundle of `bench_feed_scale.py` (build it first with `--build-only`);
 both servers stay up, and wrk (8 connections, the same users file and script as bench_feed_scale.py) loads them
 in turns of `--seconds` each, old then new, `--pairs` times. The table gives each pair's requests/s and the new /
-old ratio, then the medians. `--new` defaults to the working tree as it is (uncommitted changes included).
+old ratio, and the server's CPU µs per request (its process's user + system time over the turn, which the
+machine's neighbours inflate less than throughput), then the medians. `--new` defaults to the working tree as it
+is (uncommitted changes included).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,12 +55,22 @@ def serve(code: Path, bundle: Path, port: int) -> subprocess.Popen:
     return start(command, {"PYTHONPATH": str(code)}, port, "/readyz")
 
 
-def requests_per_second(port: int, users: Path, seconds: int, script: Path) -> float:
-    """wrk's requests/s on the feed route of the server at `port`."""
+def turn(server: subprocess.Popen, port: int, users: Path, seconds: int, script: Path) -> tuple[float, float]:
+    """wrk's requests/s on the feed route of the server at `port`, and the server's CPU µs per request (user and
+    system time of its process over the turn: what a neighbour's load on the machine inflates least)."""
     env = {**os.environ, "BENCH_USERS": str(users), "BENCH_PATH": "/v1/users/%s/feed?limit=20"}
+    before = cpu_seconds(server.pid)
     out = subprocess.run(["wrk", "-t2", "-c8", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
                          env=env, capture_output=True, text=True, check=True).stdout
-    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    used = cpu_seconds(server.pid) - before
+    served = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), used / max(served, 1) * 1e6
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def main() -> None:
@@ -79,12 +92,15 @@ def main() -> None:
     servers = {name: serve(code, bundle, port) for (name, code), port in zip(codes.items(), (8781, 8782), strict=True)}
     try:
         ports = dict(zip(servers, (8781, 8782), strict=True))
-        for port in ports.values():
-            requests_per_second(port, users, 3, Path(script.name))  # warm-up
+        for name, port in ports.items():
+            turn(servers[name], port, users, 3, Path(script.name))  # warm-up
         rows = []
         for pair in range(args.pairs):
-            rows.append([requests_per_second(ports[name], users, args.seconds, Path(script.name)) for name in ports])
-            console.print(f"  pair {pair + 1}: old {rows[-1][0]:,.0f}, new {rows[-1][1]:,.0f} requests/s")
+            (old, old_cpu), (new, new_cpu) = (turn(servers[name], ports[name], users, args.seconds, Path(script.name))
+                                              for name in ports)
+            rows.append([old, new, old_cpu, new_cpu])
+            console.print(f"  pair {pair + 1}: old {old:,.0f}, new {new:,.0f} requests/s; CPU per request old "
+                          f"{old_cpu:,.0f}, new {new_cpu:,.0f} µs")
     finally:
         for proc in servers.values():
             stop(proc)
@@ -98,12 +114,16 @@ def print_table(rows: np.ndarray, args: argparse.Namespace) -> None:
     """Each pair and the medians."""
     table = Table(title=f"feed at 1M, {args.old} (old) against {args.new or 'the working tree'} (new), "
                         f"{args.pairs} pairs of {args.seconds}s, 8 connections")
-    for column in ("pair", "old requests/s", "new requests/s", "new / old"):
+    for column in ("pair", "old requests/s", "new requests/s", "new / old", "old CPU µs/request",
+                   "new CPU µs/request", "new / old CPU"):
         table.add_column(column, justify="right")
-    for i, (old, new) in enumerate(rows):
-        table.add_row(str(i + 1), f"{old:,.0f}", f"{new:,.0f}", f"{new / old:.3f}")
-    table.add_row("median", f"{np.median(rows[:, 0]):,.0f}", f"{np.median(rows[:, 1]):,.0f}",
-                  f"[bold]{np.median(rows[:, 1] / rows[:, 0]):.3f}[/bold]")
+    for i, (old, new, old_cpu, new_cpu) in enumerate(rows):
+        table.add_row(str(i + 1), f"{old:,.0f}", f"{new:,.0f}", f"{new / old:.3f}", f"{old_cpu:,.0f}",
+                      f"{new_cpu:,.0f}", f"{new_cpu / old_cpu:.3f}")
+    medians = np.median(rows, axis=0)
+    table.add_row("median", f"{medians[0]:,.0f}", f"{medians[1]:,.0f}",
+                  f"[bold]{np.median(rows[:, 1] / rows[:, 0]):.3f}[/bold]", f"{medians[2]:,.0f}",
+                  f"{medians[3]:,.0f}", f"[bold]{np.median(rows[:, 3] / rows[:, 2]):.3f}[/bold]")
     Console().print(table)
 
 

@@ -27,7 +27,7 @@ from feed.bundle import Bundle
 from feed.dataset import Catalog
 from feed.features import FeatureTables
 from feed.kernels import sources as kernel
-from feed.kernels.base import K_CREATOR, R_BUY, R_SEGMENTS
+from feed.kernels.base import K_CREATOR, R_BUY, R_SEGMENTS, Bound
 
 SOURCES: tuple[str, ...] = ("video", "creator", "product", "following", "trending", "fresh", "session", "popular",
                            "new_creator")  # new_creator: the exploration slot, not a fused list
@@ -125,6 +125,7 @@ class CandidateSources:
         self.newest = np.argsort(-published, kind="stable")
         self.kernel_tables = self._kernel_tables(hidden, hashes, new_creators)
         self._numbers: tuple[CandidateConfig, kernel.Config, list[int]] | None = None
+        self._candidates = Bound(kernel.candidates)  # `gather` builds every argument the same way
 
     def _kernel_tables(self, hidden: np.ndarray | None, hashes: np.ndarray | None,
                        new: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> kernel.Tables:
@@ -198,7 +199,7 @@ class CandidateSources:
         """Each source's ranked videos for the user, fused, with the new-creator pick; blocked rows, hidden ones
         and those whose id hash is in `shown` never appear."""
         request = self.request(user, extra, blocked, shown, draw_seed)
-        return Candidates(*kernel.candidates(self.kernel_tables, self.numbers, request))
+        return Candidates(*self._candidates(self.kernel_tables, self.numbers, request))
 
     def lists(self, user: UserView, extra: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Source -> (ranked video rows, detail per row), before filters; `extra` widens global lists."""

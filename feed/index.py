@@ -34,6 +34,7 @@ class VectorIndex:
         self.search_params = search_params
         self.scaled = scaled  # False: an index of a bundle written before the 1/M scaling
         self._ntotal = int(index.ntotal)  # the index is complete when wrapped (read, or built then added)
+        self._search_c, self._d = index.search_c, int(index.d)  # SWIG lookups, made once for `nearest`
         if search_params:
             _apply_search_params(index, search_params)
 
@@ -93,19 +94,18 @@ class VectorIndex:
     def nearest(self, vector: np.ndarray, k: int) -> np.ndarray:
         """(≤ k,) int64 rows of the items with the largest inner product with one (dim,) vector, best first: `search`
         for one query on the request path, without the scores and the wrapper's per-call checks."""
-        import faiss
+        from faiss import swig_ptr
 
-        k = max(1, min(k, self.ntotal))
+        k = max(1, min(k, self._ntotal))
         if not self.scaled:
             rows = self._search_unscaled(np.atleast_2d(vector).astype(np.float32), k)[0]
             return rows[0][rows[0] >= 0]
-        query = np.zeros((1, self.index.d), dtype=np.float32)
-        query[0, :-1] = vector
-        norm = math.sqrt(float(np.dot(query[0], query[0])))
-        query *= 1.0 / max(norm, 1e-30)
-        dist, rows = np.empty((1, k), dtype=np.float32), np.empty((1, k), dtype=np.int64)
-        self.index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(dist), faiss.swig_ptr(rows), None)
-        return rows[0] if rows[0, -1] >= 0 else rows[0][rows[0] >= 0]
+        query = np.zeros(self._d, dtype=np.float32)
+        query[:-1] = vector
+        query *= 1.0 / max(math.sqrt(float(query.dot(query))), 1e-30)
+        dist, rows = np.empty(k, dtype=np.float32), np.empty(k, dtype=np.int64)
+        self._search_c(1, swig_ptr(query), k, swig_ptr(dist), swig_ptr(rows), None)
+        return rows if rows[-1] >= 0 else rows[rows >= 0]
 
     def neighbours(self, vectors: np.ndarray, k: int, batch: int = 16_384) -> np.ndarray:
         """(n, k) int32 rows of each vector's k nearest items by inner product, as `search` finds them, -1 padded;

@@ -49,7 +49,7 @@ from feed.dataset import Catalog
 from feed.errors import FeedError
 from feed.features import FeatureTables
 from feed.kernels import page as kernel_page
-from feed.kernels.base import R_PUBLISHED
+from feed.kernels.base import R_PUBLISHED, Bound
 from feed.kernels import scoring as kernel_scoring
 from feed.live import LiveUser, LiveUsers
 from feed.ranker import ValueFormula
@@ -98,7 +98,7 @@ class FeedItem(NamedTuple):
     source: str
     sponsored: bool = False  # the merchant itself posted it (a brand's own video)
     earns_commission: bool = False  # a purchase through it pays the creator a commission
-    predicted: dict[str, float] | None = None  # p(watch), p(share), p(purchase) when a ranker scored it
+    predicted: dict[str, float] | None = None  # {"watch", "share", "purchase"} (in that order) when a ranker scored it
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,7 @@ class FeedService:
         self._last_read = LastReads(LAST_READS)  # (signal, user) -> last values read
         self._product_infos: dict[int, tuple[ProductInfo | None, str | None]] = {}  # product row -> _product
         self._numbers = self._kernel_numbers()
+        self._relevance_kernel, self._page_kernel = Bound(kernel_scoring.relevance), Bound(kernel_page.page)
         self._published = np.ascontiguousarray(self.tables.layout.record[:, R_PUBLISHED])  # (n_videos,) for _ranked
         self._warm_up()
 
@@ -376,33 +377,33 @@ class FeedService:
         """(n,) relevance and (n, 3) probabilities (empty without a ranker)."""
         now = now_ms if now_ms is not None else self.tables.stats.end_ms
         scoring_user = self.tables.user(user.vectors, user.recent, user.follows, user.categories, user.segment, now)
-        return kernel_scoring.relevance(self.tables.kernel_tables, self._numbers[0], scoring_user,
-                                        _int64(cands.videos), np.ascontiguousarray(cands.rrf, dtype=np.float64))
+        return self._relevance_kernel(self.tables.kernel_tables, self._numbers[0], scoring_user,
+                                      _int64(cands.videos), np.ascontiguousarray(cands.rrf, dtype=np.float64))
 
     def _page(self, cands: Candidates, relevance: np.ndarray, limit: int) -> list[int]:
         """The page's candidate indices: slots, caps and MMR (`feed.kernels.page`)."""
         _, tables, numbers = self._numbers
-        return kernel_page.page(tables, numbers, _int64(cands.videos), _int64(cands.source),
-                                np.ascontiguousarray(relevance, dtype=np.float64), int(limit)).tolist()
+        return self._page_kernel(tables, numbers, _int64(cands.videos), _int64(cands.source),
+                                 np.ascontiguousarray(relevance, dtype=np.float64), int(limit)).tolist()
 
     def _items(self, cands: Candidates, chosen: list[int], relevance: np.ndarray,
                probs: np.ndarray) -> list[FeedItem]:
         """Response items for the chosen candidates (one gather per column, then plain Python per item)."""
         cat, at = self.catalog, np.asarray(chosen, dtype=np.int64)
         videos = cands.videos[at]
-        creator_ids, product, reason = self._creator_ids, self._product, self._reason
+        creator_ids, known, product, reason = self._creator_ids, self._product_infos, self._product, self._reason
         heads = probs[at].tolist() if len(probs) else [None] * len(at)
         items = []
         for video, creator, product_row, source, detail, score, head in zip(
                 cat.videos.ids[videos].tolist(), cat.video_creator[videos].tolist(), cat.video_product[videos].tolist(),
                 cands.source[at].tolist(), cands.detail[at].tolist(), relevance[at].tolist(), heads, strict=True):
             creator_id, name = creator_ids[creator] if creator >= 0 else None, SOURCES[source]
-            info, merchant_id = product(product_row)
+            info, merchant_id = known.get(product_row) or product(product_row)
             sponsored = creator_id is not None and merchant_id == creator_id
             earns = info is not None and (info.commission_rate or 0.0) > 0 and not sponsored
             predicted = None if head is None else {"watch": head[0], "share": head[1], "purchase": head[2]}
-            items.append(FeedItem(str(video), creator_id, info, score, reason(name, detail, creator_id), name, sponsored,
-                                  earns, predicted))
+            why = REASONS_BY_SOURCE.get(name) or reason(name, detail, creator_id)
+            items.append(FeedItem(str(video), creator_id, info, score, why, name, sponsored, earns, predicted))
         return items
 
     @cached_property

@@ -84,13 +84,12 @@ def feed_json(feed: Feed) -> bytes:
 
 def _item_body(item: FeedItem) -> dict[str, object]:
     """One item of `feed_json`, in FeedItemOut's field order."""
-    product, predicted = item.product, item.predicted
+    product, predicted = item.product, item.predicted  # predicted as FeedService makes it: PredictedOut's order
     return {"video_id": item.video_id, "creator_id": item.creator_id,
             "product": None if product is None else {"product_id": product.product_id, "price": product.price,
                                                      "commission_rate": product.commission_rate},
             "score": item.score, "reason": item.reason, "source": item.source, "sponsored": item.sponsored,
-            "earns_commission": item.earns_commission,
-            "predicted": None if predicted is None else {k: predicted[k] for k in ("watch", "share", "purchase")}}
+            "earns_commission": item.earns_commission, "predicted": predicted}  # keyed watch, share, purchase
 
 
 class Health(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -63,3 +64,23 @@ def test_gather_rows_is_indexing_with_zeros_out_of_range(n, width, rows):
     valid = (at >= 0) & (at < n)
     expected[valid] = table[at[valid]]
     np.testing.assert_array_equal(gather_rows(table, at), expected)
+
+
+def test_a_bound_kernel_answers_as_the_dispatcher_and_checks_its_types(monkeypatch):
+    from feed.kernels import base
+    from feed.kernels.page import Tables, candidate_facts
+
+    record = np.arange(64, dtype=np.float32).reshape(4, 16)  # every column the kernel reads
+    keys = np.arange(16, dtype=np.int32).reshape(4, 4)
+    tables = Tables(record, keys, np.ones((4, 2), dtype=np.float32))
+    bound = base.Bound(candidate_facts)
+    videos = np.array([2, 0, 3], dtype=np.int64)
+    for _ in range(2):  # the first call binds, the second goes straight to the compiled version
+        got, expected = bound(tables, videos), candidate_facts(tables, videos)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    monkeypatch.setattr(base, "CHECK_TYPES", True)
+    bound(tables, videos)  # the same types pass the check
+    with pytest.raises(TypeError, match=r"candidate_facts: argument 1 is array\(int32"):
+        bound(tables, videos.astype(np.int32))
+    with pytest.raises(TypeError, match="argument 0"):
+        bound(tables._replace(record=record.astype(np.float64)), videos)

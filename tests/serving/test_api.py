@@ -159,5 +159,7 @@ def test_the_feed_body_is_exactly_what_the_documented_schema_serializes(small_bu
             body = orjson.loads(feed_json(feed))
             assert body == expected and list(body) == list(expected)
             assert [list(item) for item in body["items"]] == [list(item) for item in expected["items"]]
+            assert [list(item["predicted"] or ()) for item in body["items"]] == \
+                [list(item["predicted"] or ()) for item in expected["items"]]
             predicted |= {item["predicted"] is None for item in body["items"]}
     assert predicted == {True, False}  # both shapes of an item were compared
