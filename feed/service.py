@@ -51,6 +51,7 @@ from feed.features import FeatureTables
 from feed.kernels import page as kernel_page
 from feed.kernels.base import R_PUBLISHED, Bound
 from feed.kernels import scoring as kernel_scoring
+from feed.kernels import user as kernel_user
 from feed.live import LiveUser, LiveUsers
 from feed.ranker import ValueFormula
 from feed.rerank import PageConfig
@@ -198,6 +199,10 @@ class FeedService:
         self._product_infos: dict[int, tuple[ProductInfo | None, str | None]] = {}  # product row -> _product
         self._numbers = self._kernel_numbers()
         self._relevance_kernel, self._page_kernel = Bound(kernel_scoring.relevance), Bound(kernel_page.page)
+        self._history = kernel_user.History(_csr(self.tables.stats.recent), _csr(self.tables.stats.user_category),
+                                            _csr(bundle.seen), _csr(bundle.bought), self.sources.by_product.groups)
+        self._recent_and_categories = Bound(kernel_user.recent_and_categories)
+        self._never_shown = Bound(kernel_user.never_shown)
         self._published = np.ascontiguousarray(self.tables.layout.record[:, R_PUBLISHED])  # (n_videos,) for _ranked
         self._warm_up()
 
@@ -212,9 +217,9 @@ class FeedService:
     def _warm_up(self) -> None:
         """One feed through the three stages for nobody, without the store: compiles (or loads) the kernels
         before the first request needs them."""
-        user = UserView("", {}, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
-                        np.zeros(len(self.catalog.categories), dtype=np.float32), -1)
-        cands = self.sources.gather(user, np.zeros(0, dtype=np.int64), 1)
+        nobody = UserRead("", None, [], [], [])
+        user = self._user_view(nobody)
+        cands = self.sources.gather(user, self._blocked(nobody, ()), 1)
         relevance, _ = self._relevance(user, cands, None)
         self._page(cands, relevance, 1)
 
@@ -327,8 +332,7 @@ class FeedService:
         vectors = {name: rel.user_factors[row] for name, rel in self.bundle.relations.items()} if row >= 0 else {}
         vectors.update(state.vectors if state else {})
         stats, n_categories = self.tables.stats, len(self.catalog.categories)
-        categories = stats.categories_of(row, n_categories)
-        recent = stats.recent_of(row)
+        recent, categories = self._recent_and_categories(self._history, row, n_categories)
         if state is not None and len(state.recent):
             recent = np.concatenate([state.recent, recent[~isin(recent, state.recent)]])
             categories[:len(state.categories)] += state.categories[:n_categories]
@@ -341,13 +345,10 @@ class FeedService:
     def _blocked(self, read: UserRead, exclude: tuple[str, ...]) -> np.ndarray:
         """Video rows never to show this user now (see the module docstring)."""
         row, cat, everything = self.bundle.users.row(read.user_id), self.catalog, len(self.catalog.videos)
-        parts = [_row_of(self.bundle.seen, row)]
-        creators = cat.creators.rows([read.user_id, *read.blocks])
-        if (creators >= 0).any():  # the user's own videos and blocked creators'
-            parts.append(self._all_by_creator.top(creators, everything)[0])
-        bought = _row_of(self.bundle.bought, row)
-        if len(bought):
-            parts.append(self.sources.by_product.top(bought, everything)[0])
+        parts = [self._never_shown(self._history, row, everything)]  # watched to the end, bought
+        creators = [c for c in map(cat.creators.row, (read.user_id, *read.blocks)) if c >= 0]
+        if creators:  # the user's own videos and blocked creators'
+            parts.append(self._all_by_creator.top(np.array(creators, dtype=np.int64), everything)[0])
         for ids in (read.recently_shown, exclude):
             rows = cat.videos.rows(list(ids)) if ids else NO_ROWS
             parts.append(rows[rows >= 0])
@@ -460,8 +461,7 @@ def _int64(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.int64)
 
 
-def _row_of(matrix: object, row: int) -> np.ndarray:
-    """Column indices of one CSR row (empty for -1)."""
-    if row < 0:
-        return np.zeros(0, dtype=np.int64)
-    return matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]].astype(np.int64)
+def _csr(matrix: object) -> kernel_user.Rows:
+    """A sparse matrix's CSR arrays, as `feed.kernels.user` reads them."""
+    matrix = matrix.tocsr()
+    return kernel_user.Rows(matrix.indptr, matrix.indices, matrix.data)

@@ -283,3 +283,20 @@ def test_a_rank_depth_scores_fewer_candidates_and_keeps_the_slots(bundle):
     deep = FeedService(bundle, FeedConfig(rank_depth=len(cands.videos))).feed(user, 20, seed=11)
     assert [i.video_id for i in deep.items] == [i.video_id for i in full.items]  # deep enough: nothing is cut
     assert FeedService(bundle, FeedConfig(rank_depth=30, ranking="retrieval"))._ranked(cands) is cands
+
+
+def test_the_compiled_user_facts_are_what_the_stats_and_the_bundle_say(bundle):
+    """feed.kernels.user against the numpy reading of the same rows, for every user and one unknown."""
+    service = FeedService(bundle)
+    stats, n_categories = service.tables.stats, len(service.catalog.categories)
+    everything, found = len(service.catalog.videos), set()
+    for row in [*range(len(bundle.users)), -1]:
+        recent, categories = service._recent_and_categories(service._history, row, n_categories)
+        assert recent.tolist() == stats.recent_of(row).tolist()
+        assert categories.tolist() == stats.categories_of(row, n_categories).tolist()
+        seen = bundle.seen.indices[bundle.seen.indptr[row]:bundle.seen.indptr[row + 1]] if row >= 0 else []
+        bought = bundle.bought.indices[bundle.bought.indptr[row]:bundle.bought.indptr[row + 1]] if row >= 0 else []
+        expected = {*seen, *np.flatnonzero(np.isin(service.catalog.video_product, bought))}
+        assert set(service._never_shown(service._history, row, everything).tolist()) == expected
+        found |= {name for name, rows in (("recent", recent), ("seen", seen), ("bought", bought)) if len(rows) > 1}
+    assert found == {"recent", "seen", "bought"}  # each reading was compared on rows with several entries
