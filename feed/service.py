@@ -49,7 +49,7 @@ from feed.dataset import Catalog
 from feed.errors import FeedError
 from feed.features import FeatureTables
 from feed.kernels import page as kernel_page
-from feed.kernels.base import R_PUBLISHED, Bound
+from feed.kernels.base import K_CREATOR, K_PRODUCT, R_PUBLISHED, Bound
 from feed.kernels import scoring as kernel_scoring
 from feed.kernels import user as kernel_user
 from feed.live import LiveUser, LiveUsers
@@ -381,22 +381,22 @@ class FeedService:
         return self._relevance_kernel(self.tables.kernel_tables, self._numbers[0], scoring_user,
                                       _int64(cands.videos), np.ascontiguousarray(cands.rrf, dtype=np.float64))
 
-    def _page(self, cands: Candidates, relevance: np.ndarray, limit: int) -> list[int]:
-        """The page's candidate indices: slots, caps and MMR (`feed.kernels.page`)."""
+    def _page(self, cands: Candidates, relevance: np.ndarray, limit: int) -> np.ndarray:
+        """The page's (≤ limit,) int64 candidate indices: slots, caps and MMR (`feed.kernels.page`)."""
         _, tables, numbers = self._numbers
         return self._page_kernel(tables, numbers, _int64(cands.videos), _int64(cands.source),
-                                 np.ascontiguousarray(relevance, dtype=np.float64), int(limit)).tolist()
+                                 np.ascontiguousarray(relevance, dtype=np.float64), int(limit))
 
-    def _items(self, cands: Candidates, chosen: list[int], relevance: np.ndarray,
+    def _items(self, cands: Candidates, at: np.ndarray, relevance: np.ndarray,
                probs: np.ndarray) -> list[FeedItem]:
         """Response items for the chosen candidates (one gather per column, then plain Python per item)."""
-        cat, at = self.catalog, np.asarray(chosen, dtype=np.int64)
-        videos = cands.videos[at]
+        cat, videos = self.catalog, cands.videos[at]
+        keys = self.tables.layout.keys[videos]  # the catalog's creator and product rows; the page stage read them
         creator_ids, known, product, reason = self._creator_ids, self._product_infos, self._product, self._reason
         heads = probs[at].tolist() if len(probs) else [None] * len(at)
         items = []
         for video, creator, product_row, source, detail, score, head in zip(
-                cat.videos.ids[videos].tolist(), cat.video_creator[videos].tolist(), cat.video_product[videos].tolist(),
+                cat.videos.ids[videos].tolist(), keys[:, K_CREATOR].tolist(), keys[:, K_PRODUCT].tolist(),
                 cands.source[at].tolist(), cands.detail[at].tolist(), relevance[at].tolist(), heads, strict=True):
             creator_id, name = creator_ids[creator] if creator >= 0 else None, SOURCES[source]
             info, merchant_id = known.get(product_row) or product(product_row)
