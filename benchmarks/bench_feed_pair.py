@@ -4,13 +4,14 @@ Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_pair.py --old REF [--
 
 The machine's speed drifts by ±25 % within minutes, so two versions measured one after the other in long runs
 cannot be told apart by less than that. Here each git ref gets a worktree under data/generated/pair/ (removed
-after the run) and a
-`feed serve` of its own over the cached bundle of `bench_feed_scale.py` (build it first with `--build-only`);
-both servers stay up, and wrk (8 connections, the same users file and script as bench_feed_scale.py) loads them
-in turns of `--seconds` each, old then new, `--pairs` times. The table gives each pair's requests/s and the new /
-old ratio, and the server's CPU µs per request (its process's user + system time over the turn, which the
-machine's neighbours inflate less than throughput), then the medians. `--new` defaults to the working tree as it
-is (uncommitted changes included).
+after the run) and a `feed serve` of its own over the cached bundle of `bench_feed_scale.py` (build it first
+with `--build-only`); both servers stay up, and wrk (8 connections, the same users file and script as
+bench_feed_scale.py) loads them in turns of `--seconds` each, old then new, `--pairs` times. With `--together`
+both are loaded at once in each window instead, one wrk each (8 connections each, about one core per server): a
+slow spell of the machine then slows both alike. The table gives each pair's requests/s, the new / old ratio and
+each server's CPU µs per request (its process's user + system time over the window; the feed is CPU-bound, so
+this follows 1/throughput), then the medians. `--new` defaults to the working tree as it is (uncommitted
+changes included).
 """
 
 from __future__ import annotations
@@ -67,6 +68,24 @@ def turn(server: subprocess.Popen, port: int, users: Path, seconds: int, script:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), used / max(served, 1) * 1e6
 
 
+def together(servers: dict[str, subprocess.Popen], ports: dict[str, int], users: Path, seconds: int,
+             script: Path) -> list[tuple[float, float]]:
+    """Both servers loaded at once (one wrk each, 8 connections each): requests/s and CPU µs per request of each,
+    in `ports` order. Each server gets about one core; a slow spell of the machine slows both alike."""
+    env = {**os.environ, "BENCH_USERS": str(users), "BENCH_PATH": "/v1/users/%s/feed?limit=20"}
+    before = {name: cpu_seconds(servers[name].pid) for name in ports}
+    loads = {name: subprocess.Popen(["wrk", "-t1", "-c8", f"-d{seconds}s", "-s", str(script),
+                                     f"http://127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
+             for name, port in ports.items()}
+    outs = {name: load.communicate()[0] for name, load in loads.items()}
+    results = []
+    for name in ports:
+        served = int(re.search(r"(\d+) requests in", outs[name]).group(1))
+        used = cpu_seconds(servers[name].pid) - before[name]
+        results.append((served / seconds, used / max(served, 1) * 1e6))
+    return results
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of a process (all its threads) so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -79,6 +98,8 @@ def main() -> None:
     parser.add_argument("--new", help="git ref of the candidate (default: the working tree)")
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--together", action="store_true",
+                        help="load both servers at once in each window instead of in turns")
     parser.add_argument("--cache", type=Path, default=Path("data/generated/scale"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -96,8 +117,11 @@ def main() -> None:
             turn(servers[name], port, users, 3, Path(script.name))  # warm-up
         rows = []
         for pair in range(args.pairs):
-            (old, old_cpu), (new, new_cpu) = (turn(servers[name], ports[name], users, args.seconds, Path(script.name))
-                                              for name in ports)
+            if args.together:
+                (old, old_cpu), (new, new_cpu) = together(servers, ports, users, args.seconds, Path(script.name))
+            else:
+                (old, old_cpu), (new, new_cpu) = (turn(servers[name], ports[name], users, args.seconds,
+                                                       Path(script.name)) for name in ports)
             rows.append([old, new, old_cpu, new_cpu])
             console.print(f"  pair {pair + 1}: old {old:,.0f}, new {new:,.0f} requests/s; CPU per request old "
                           f"{old_cpu:,.0f}, new {new_cpu:,.0f} µs")
@@ -113,7 +137,8 @@ def main() -> None:
 def print_table(rows: np.ndarray, args: argparse.Namespace) -> None:
     """Each pair and the medians."""
     table = Table(title=f"feed at 1M, {args.old} (old) against {args.new or 'the working tree'} (new), "
-                        f"{args.pairs} pairs of {args.seconds}s, 8 connections")
+                        f"{args.pairs} pairs of {args.seconds}s, 8 connections"
+                        f"{' each, together' if args.together else ''}")
     for column in ("pair", "old requests/s", "new requests/s", "new / old", "old CPU µs/request",
                    "new CPU µs/request", "new / old CPU"):
         table.add_column(column, justify="right")
