@@ -63,9 +63,7 @@ def turn(server: subprocess.Popen, port: int, users: Path, seconds: int, script:
     before = cpu_seconds(server.pid)
     out = subprocess.run(["wrk", "-t2", "-c8", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
                          env=env, capture_output=True, text=True, check=True).stdout
-    used = cpu_seconds(server.pid) - before
-    served = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), used / max(served, 1) * 1e6
+    return _rates(out, cpu_seconds(server.pid) - before)
 
 
 def together(servers: dict[str, subprocess.Popen], ports: dict[str, int], users: Path, seconds: int,
@@ -78,12 +76,16 @@ def together(servers: dict[str, subprocess.Popen], ports: dict[str, int], users:
                                      f"http://127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
              for name, port in ports.items()}
     outs = {name: load.communicate()[0] for name, load in loads.items()}
-    results = []
-    for name in ports:
-        served = int(re.search(r"(\d+) requests in", outs[name]).group(1))
-        used = cpu_seconds(servers[name].pid) - before[name]
-        results.append((served / seconds, used / max(served, 1) * 1e6))
-    return results
+    for name, load in loads.items():
+        if load.returncode != 0:
+            raise RuntimeError(f"wrk against the {name} server failed (exit {load.returncode}): {outs[name]}")
+    return [_rates(outs[name], cpu_seconds(servers[name].pid) - before[name]) for name in ports]
+
+
+def _rates(out: str, cpu_used: float) -> tuple[float, float]:
+    """wrk's requests/s and the server's CPU µs per request served."""
+    served = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu_used / max(served, 1) * 1e6
 
 
 def cpu_seconds(pid: int) -> float:

@@ -117,7 +117,7 @@ class FeatureTables:
         vector = vectors.get(relation)
         if vector is None or relation not in self._factors:
             return _NO_VECTOR
-        return np.ascontiguousarray(vector, dtype=np.float32)
+        return np.require(vector, np.float32, ("C", "W"))  # writable: the kernels are bound to writable arrays
 
     def user(self, vectors: dict[str, np.ndarray], recent: np.ndarray, follows: np.ndarray,
              categories: np.ndarray, segment: int, now_ms: float) -> scoring.User:

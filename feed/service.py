@@ -99,7 +99,7 @@ class FeedItem(NamedTuple):
     source: str
     sponsored: bool = False  # the merchant itself posted it (a brand's own video)
     earns_commission: bool = False  # a purchase through it pays the creator a commission
-    predicted: dict[str, float] | None = None  # {"watch", "share", "purchase"} (in that order) when a ranker scored it
+    predicted: dict[str, float] | None = None  # keys watch, share, purchase (in that order) when a ranker scored it
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,8 @@ class FeedService:
 
     def _warm_up(self) -> None:
         """One feed through the three stages for nobody, without the store: compiles (or loads) the kernels
-        before the first request needs them."""
+        before the first request needs them, and binds this service's (`Bound`: every later call passes the
+        argument types of this one)."""
         nobody = UserRead("", None, [], [], [])
         user = self._user_view(nobody)
         cands = self.sources.gather(user, self._blocked(nobody, ()), 1)
@@ -345,7 +346,7 @@ class FeedService:
     def _blocked(self, read: UserRead, exclude: tuple[str, ...]) -> np.ndarray:
         """Video rows never to show this user now (see the module docstring)."""
         row, cat, everything = self.bundle.users.row(read.user_id), self.catalog, len(self.catalog.videos)
-        parts = [self._never_shown(self._history, row, everything)]  # watched to the end, bought
+        parts = [self._never_shown(self._history, row, everything)]  # watched, bought, a bought product's videos
         creators = [c for c in map(cat.creators.row, (read.user_id, *read.blocks)) if c >= 0]
         if creators:  # the user's own videos and blocked creators'
             parts.append(self._all_by_creator.top(np.array(creators, dtype=np.int64), everything)[0])
@@ -399,7 +400,7 @@ class FeedService:
                 cat.videos.ids[videos].tolist(), keys[:, K_CREATOR].tolist(), keys[:, K_PRODUCT].tolist(),
                 cands.source[at].tolist(), cands.detail[at].tolist(), relevance[at].tolist(), heads, strict=True):
             creator_id, name = creator_ids[creator] if creator >= 0 else None, SOURCES[source]
-            info, merchant_id = known.get(product_row) or product(product_row)
+            info, merchant_id = known.get(product_row) or product(product_row)  # the cache read inline first
             sponsored = creator_id is not None and merchant_id == creator_id
             earns = info is not None and (info.commission_rate or 0.0) > 0 and not sponsored
             predicted = None if head is None else {"watch": head[0], "share": head[1], "purchase": head[2]}

@@ -76,7 +76,8 @@ class Stats:
                    sp.csr_matrix((n_users, n_videos), dtype=np.float32))
 
     def recent_of(self, user_row: int) -> np.ndarray:
-        """The user's most recent video rows, newest first (empty for -1)."""
+        """The user's most recent video rows, newest first (empty for -1); the request path reads the same through
+        `feed.kernels.user`, tested against this."""
         if user_row < 0:
             return np.zeros(0, dtype=np.int64)
         lo, hi = self.recent.indptr[user_row], self.recent.indptr[user_row + 1]
@@ -85,7 +86,8 @@ class Stats:
         return rows if hi - lo < 2 or (ranks[1:] > ranks[:-1]).all() else rows[np.argsort(ranks, kind="stable")]
 
     def categories_of(self, user_row: int, n_categories: int) -> np.ndarray:
-        """(n_categories,) the user's engaged events per category (zeros for -1 or categories added later)."""
+        """(n_categories,) the user's engaged events per category (zeros for -1 or categories added later); the
+        request path reads the same through `feed.kernels.user`, tested against this."""
         out = np.zeros(n_categories, dtype=np.float32)
         if 0 <= user_row < self.user_category.shape[0]:
             lo, hi = self.user_category.indptr[user_row], self.user_category.indptr[user_row + 1]

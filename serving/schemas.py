@@ -84,7 +84,7 @@ def feed_json(feed: Feed) -> bytes:
 
 def _item_body(item: FeedItem) -> dict[str, object]:
     """One item of `feed_json`, in FeedItemOut's field order."""
-    product, predicted = item.product, item.predicted  # predicted as FeedService makes it: PredictedOut's order
+    product, predicted = item.product, item.predicted
     return {"video_id": item.video_id, "creator_id": item.creator_id,
             "product": None if product is None else {"product_id": product.product_id, "price": product.price,
                                                      "commission_rate": product.commission_rate},

@@ -14,6 +14,7 @@ jit = numba.njit(cache=True, nogil=True, fastmath=FLAGS)
 NO_ROWS = np.zeros(0, dtype=np.int64)
 # every call of a `Bound` kernel checks its argument types against the bound ones (the test suite turns it on)
 CHECK_TYPES = os.environ.get("FEED_CHECK_KERNEL_TYPES", "") not in ("", "0")
+CHECK_EVERY = 1024  # otherwise one call in this many is checked (a path that builds an argument another way fails)
 
 
 class Bound:
@@ -24,13 +25,15 @@ class Bound:
     tuples of up to 18 arrays. The compiled version's entry point unboxes the arguments without typing them.
     It also trusts them: an argument of another dtype or layout would be read as the bound one. So a `Bound`
     belongs to one service (`feed.service.FeedService`), whose request path builds every argument with one dtype
-    and layout (the stage wrappers), and whose warm-up makes the first call. With `FEED_CHECK_KERNEL_TYPES=1`
-    (the tests set it) every call's types are checked against the bound ones, and a mismatch raises."""
+    and layout (the stage wrappers), and whose warm-up makes the first call. One call in `CHECK_EVERY` has its
+    types checked against the bound ones, every call with `FEED_CHECK_KERNEL_TYPES=1` (the tests set it); a
+    mismatch raises TypeError instead of being read wrongly."""
 
     def __init__(self, kernel: numba.core.registry.CPUDispatcher) -> None:
         self.kernel = kernel
         self._entry: Callable[..., object] | None = None
         self._types: tuple[object, ...] = ()
+        self._calls = 0
 
     def __call__(self, *args: object) -> object:
         if self._entry is None:
@@ -38,14 +41,17 @@ class Bound:
             self._types = _types_of(args)
             self._entry = self.kernel.get_overload(self._types)
             return out
-        if CHECK_TYPES:
+        self._calls += 1
+        if CHECK_TYPES or self._calls % CHECK_EVERY == 0:
             self._check(args)
         return self._entry(*args)
 
     def _check(self, args: tuple[object, ...]) -> None:
-        """Raise TypeError when an argument's numba type differs from the bound one."""
-        types = _types_of(args)
-        for i, (bound, given) in enumerate(zip(self._types, types, strict=True)):
+        """Raise TypeError when the arguments' count or a numba type differs from the bound ones."""
+        if len(args) != len(self._types):
+            raise TypeError(f"{self.kernel.__name__}: {len(args)} arguments, the bound version takes "
+                            f"{len(self._types)}")
+        for i, (bound, given) in enumerate(zip(self._types, _types_of(args), strict=True)):
             if bound != given:
                 raise TypeError(f"{self.kernel.__name__}: argument {i} is {given}, the bound version takes {bound}")
 

@@ -1,8 +1,8 @@
 """A request's user facts from the training window: latest videos, engagement per category, what never to show.
 
 `Stats.recent_of`, `Stats.categories_of` and the bundle's `seen` / `bought` rows say the same in numpy, a dozen
-calls of a few µs each per request; here they are two compiled calls over the CSR arrays (`History`), made once
-per model (`feed.service.FeedService`). A test holds them equal for every user of a trained bundle.
+calls of a few µs each per request; here they are two compiled calls over the CSR arrays (`History`), gathered
+once per service (`feed.service.FeedService`). A test holds them equal for every user of a trained bundle.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _row_range(rows: Rows, row: int) -> tuple[int, int]:
 
 @jit
 def recent_and_categories(h: History, row: int, n_categories: int) -> tuple[np.ndarray, np.ndarray]:
-    """The user's latest video rows, newest first (ties by column order), and (n_categories,) float32 engaged
+    """The user's latest video rows, newest first (ties in storage order), and (n_categories,) float32 engaged
     events per category (categories beyond n_categories left out)."""
     lo, hi = _row_range(h.recent, row)
     rank = h.recent.data[lo:hi]

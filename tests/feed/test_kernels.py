@@ -84,3 +84,22 @@ def test_a_bound_kernel_answers_as_the_dispatcher_and_checks_its_types(monkeypat
         bound(tables, videos.astype(np.int32))
     with pytest.raises(TypeError, match="argument 0"):
         bound(tables._replace(record=record.astype(np.float64)), videos)
+
+
+def test_a_bound_kernel_checks_one_call_in_so_many_even_without_the_switch(monkeypatch):
+    from feed.kernels import base
+    from feed.kernels.page import Tables, candidate_facts
+
+    tables = Tables(np.zeros((4, 16), np.float32), np.zeros((4, 4), np.int32), np.ones((4, 2), np.float32))
+    videos = np.array([1, 2], dtype=np.int64)
+    monkeypatch.setattr(base, "CHECK_TYPES", False)
+    monkeypatch.setattr(base, "CHECK_EVERY", 3)
+    bound = base.Bound(candidate_facts)
+    bound(tables, videos)  # binds
+    bound(tables, videos)  # calls 1 and 2 of 3: trusted
+    bound(tables, videos)
+    with pytest.raises(TypeError, match=r"argument 1 is array\(int32"):  # call 3: checked (numba's own unboxing
+        bound(tables, videos.astype(np.int32))  # error would read "can't unbox")
+    with pytest.raises(TypeError, match="1 arguments, the bound version takes 2"):
+        monkeypatch.setattr(base, "CHECK_TYPES", True)
+        bound(tables)

@@ -167,7 +167,7 @@ def test_a_merchants_own_video_is_sponsored(bundle):
 
     sponsored_cat = replace(cat, creators=IdMap(creators))
     service = FeedService(bundle, FeedConfig(ranking="retrieval"), catalog=sponsored_cat)
-    item = service._items(_single(service, video), [0], np.zeros(1), np.zeros((0, 3)))[0]
+    item = service._items(_single(service, video), np.zeros(1, dtype=np.int64), np.zeros(1), np.zeros((0, 3)))[0]
     assert item.sponsored and not item.earns_commission
 
 
@@ -300,3 +300,10 @@ def test_the_compiled_user_facts_are_what_the_stats_and_the_bundle_say(bundle):
         assert set(service._never_shown(service._history, row, everything).tolist()) == expected
         found |= {name for name, rows in (("recent", recent), ("seen", seen), ("bought", bought)) if len(rows) > 1}
     assert found == {"recent", "seen", "bought"}  # each reading was compared on rows with several entries
+    beyond = len(bundle.users) + 5  # a row past the matrices (a user added after them): nothing known
+    recent, categories = service._recent_and_categories(service._history, beyond, n_categories)
+    assert len(recent) == 0 and categories.tolist() == [0.0] * n_categories
+    assert len(service._never_shown(service._history, beyond, everything)) == 0
+    for row in range(len(bundle.users)):  # fewer categories than the matrix has (a smaller catalog)
+        fewer = service._recent_and_categories(service._history, row, n_categories - 1)[1]
+        assert fewer.tolist() == stats.categories_of(row, n_categories - 1).tolist()
