@@ -106,8 +106,8 @@ def _print_when_up(server: object, app: object, settings: object) -> None:
     base = _base_url(server)
     model = app.state.holder.current
     users = list(model.service.bundle.manifest.get("sample_user_ids", []))[:2]
-    for user in users:
-        _print_feed(base, user)
+    if not _print_samples(base, users):
+        return  # the server went away (stopped right after it started): nothing more to show
     click.echo(f"\nAPI docs:     {base}/docs")
     click.echo(f"Feed:         {base}/v1/users/{users[0] if users else 'USER_ID'}/feed?limit=20")
     click.echo(f"Serving:      {model.source} (version {model.version})")
@@ -144,6 +144,19 @@ def _base_url(server: object) -> str:
         for sock in srv.sockets:
             port = sock.getsockname()[1]
     return f"http://{config.host}:{port}"
+
+
+def _print_samples(base: str, users: list[str]) -> bool:
+    """Print the users' feeds; False (and one line on stderr) when the server stopped answering meanwhile."""
+    import httpx
+
+    try:
+        for user in users:
+            _print_feed(base, user)
+    except httpx.HTTPError as exc:
+        click.echo(f"sample feeds not shown: {base} stopped answering ({type(exc).__name__})", err=True)
+        return False
+    return True
 
 
 def _print_feed(base: str, user: str) -> None:

@@ -106,3 +106,16 @@ def test_exporting_an_empty_store_says_so(tmp_path):
     feed("db", "upgrade", "--store", store)
     out = feed("events", "export", "--store", store, "--out", str(tmp_path / "x"))
     assert out.returncode == 1 and "no events" in out.stderr
+
+
+def test_sample_feeds_of_a_server_that_stopped_are_one_line_not_a_traceback(capsys):
+    import socket
+
+    from serving.cli import _print_samples
+
+    with socket.socket() as sock:  # a port nothing listens on: the server stopped right after it started
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert _print_samples(f"http://127.0.0.1:{port}", ["u1", "u2"]) is False
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == f"sample feeds not shown: http://127.0.0.1:{port} stopped answering (ConnectError)"
