@@ -3,10 +3,9 @@
 A feed is the call the app makes for every screen. Under load at 1M videos, uvicorn, Starlette and FastAPI held
 ~25 % of the server's samples around the feed route (BENCHMARKS "Feed at 1M videos"): exception wrappers, exit
 stacks, dependency resolution, five nested `send` wrappers. Skipping the part FastAPI adds made feeds 1.12× as
-fast (paired runs). `FeedLane` sits in front of that
-stack. It takes a GET that the feed route matches (`APIRoute.matches`, so the same path rules) and runs the
-route's own steps: the app-key check (`app_model`), the query model and the cursor (`check_feed`), and the
-answer (`answer_feed`). It then sends the body itself.
+fast (paired runs). `FeedLane` sits in front of that stack. It takes a GET that the feed route matches
+(`APIRoute.matches`, so the same path rules) and runs the route's own steps: the app-key check (`app_model`), the
+query model and the cursor (`check_feed`), and the answer (`answer_feed`). It then sends the body itself.
 
 Anything else goes to FastAPI untouched: other paths and methods, and a feed call that fails a check (401, 400,
 422, 503, a user id over 128 characters). FastAPI then gives its own error answer. The checks write nothing, so
