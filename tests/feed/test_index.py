@@ -95,3 +95,78 @@ def test_nearest_is_search_for_one_vector():
         rows, _ = index.search(vector, 20)
         assert index.nearest(vector, 20).tolist() == rows[0].tolist()
     assert len(index.nearest(items[0], 1000)) == 300  # k is capped at the number of items
+
+
+@pytest.mark.parametrize(("factory", "params"), [("IVF64,Flat", "nprobe=16"), ("IVF32,Flat", "nprobe=32"),
+                                                 ("IVF16,Flat", "nprobe=1")])
+def test_ivf_flat_nearest_is_faiss_search_compiled(factory, params):
+    """`nearest` scans IVF-Flat lists itself (`feed.kernels.ivf`): the same probes and the same best items as
+    FAISS's own search, best first."""
+    items, queries = clustered(6000, dim=16, seed=5)
+    index = VectorIndex.build(items, factory, params)
+    assert index.compiled
+    for k in (1, 60, 200):
+        for vector in queries[:60]:
+            rows, scores = index.search(vector, k)
+            found = index.nearest(vector, k)
+            assert found.dtype == np.int64
+            assert found.tolist() == rows[0][rows[0] >= 0].tolist() or (
+                sorted(found.tolist()) == sorted(rows[0].tolist())
+                and np.allclose(np.sort(items[found] @ vector), np.sort(scores[0]), rtol=1e-5, atol=1e-6))
+
+
+def test_ivf_flat_nearest_with_fewer_items_than_k_in_its_lists():
+    items, queries = clustered(500, dim=8, seed=6)
+    index = VectorIndex.build(items, "IVF16,Flat", "nprobe=1")
+    for vector in queries[:20]:
+        rows, _ = index.search(vector, 400)
+        found = index.nearest(vector, 400)
+        assert 0 < len(found) < 400 and (found >= 0).all()  # the one probed list holds fewer than k
+        assert sorted(found.tolist()) == sorted(rows[0][rows[0] >= 0].tolist())
+
+
+def test_ivf_flat_nearest_keeps_the_first_scanned_of_equal_items():
+    """Equal vectors (never-viewed items all have the same augmented vector) tie: the kernel keeps the first
+    scanned, best first, so the same query always gets the same rows."""
+    from feed.kernels import ivf
+
+    rng = np.random.default_rng(7)
+    near = rng.normal(size=(50, 4)).astype(np.float32) * 0.1 + np.array([1, 0, 0, 0], np.float32)
+    equal = np.tile(np.array([0, 1, 0, 0], np.float32), (40, 1))
+    vectors = np.vstack([near, equal])
+    ids = np.concatenate([np.arange(50), 1000 + np.arange(40)[::-1]]).astype(np.int64)  # ties' ids descending
+    centroids = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
+    starts = np.array([0, 50, 90], np.int64)
+    query = np.array([0.8, 0.6, 0, 0], np.float32)  # list 0 is probed first (nearer), then the equal vectors
+    assert ivf.probes(centroids, query, 2).tolist() == [0, 1]
+    found = ivf.nearest(centroids, vectors, ids, starts, query, 2, 60)
+    scores = np.concatenate([near @ query, equal @ query])
+    best_near = np.argsort(-scores[:50], kind="stable")
+    tie = np.float32(0.6)
+    above = [int(i) for i in best_near if scores[i] > tie]  # the near items that beat the ties
+    below = [int(i) for i in best_near if scores[i] < tie]
+    expected = above + [1000 + 39 - i for i in range(40)] + below  # ties in scan order, then the rest
+    assert len(above) < 60 < len(above) + 40  # only some of the ties fit
+    assert found.tolist() == expected[:60]
+
+
+@pytest.mark.parametrize(("factory", "params"), [("Flat", ""), ("HNSW16", "efSearch=64"), ("IVF16,SQ8", "nprobe=4"),
+                                                 ("IDMap2,Flat", "")])
+def test_other_indexes_are_searched_by_faiss(factory, params):
+    items, queries = clustered(2000, dim=8, seed=8)
+    index = VectorIndex.build(items, factory, params)
+    assert not index.compiled
+    for vector in queries[:10]:
+        rows, _ = index.search(vector, 30)
+        assert index.nearest(vector, 30).tolist() == rows[0].tolist()
+
+
+def test_a_read_ivf_flat_index_is_compiled_with_its_search_params(tmp_path):
+    items, queries = clustered(3000, dim=8, seed=9)
+    built = VectorIndex.build(items, "IVF32,Flat", "nprobe=3")
+    built.write(tmp_path / "index.faiss")
+    read = VectorIndex.read(tmp_path / "index.faiss", built.max_sq_norm, "IVF32,Flat", "nprobe=3")
+    assert read.compiled and read.prepare()[1] == 3
+    for vector in queries[:20]:
+        rows, _ = built.search(vector, 50)
+        assert sorted(read.nearest(vector, 50).tolist()) == sorted(rows[0].tolist())
