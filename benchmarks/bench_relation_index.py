@@ -10,7 +10,9 @@ per list, and the lists a user needs are spread wider). Every candidate is built
 searched through `VectorIndex.nearest`, as training and serving do. Latency: one query at a time at one FAISS
 thread, k = the feed's quota (200 videos, 60 creators, 60 products); "warm" right after the previous query,
 "cold" after writing 32 MB, as a feed's other work and the HTTP stack evict the caches between two searches of
-one index in a server. Medians over 300 queries each. The chosen configuration is the fastest cold one with
+one index in a server. Medians over 300 queries each. `nearest` scans `IVF…,Flat` indexes with its own kernel
+(`feed.kernels.ivf`, marked "kernel"); the FAISS columns time FAISS's own search of the same index for the same
+queries, taking turns with it query by query. The chosen configuration is the fastest cold one with
 recall@100 ≥ --target; bench_feed_scale.py serves it (RELATION_INDEX).
 """
 
@@ -33,26 +35,38 @@ from rich.table import Table  # noqa: E402
 from feed.bundle import load_bundle  # noqa: E402
 from feed.index import VectorIndex, exact_top_k, recall_at_k  # noqa: E402
 
+# 4-bit fast-scan PQ (11 sub-quantizers of 3 of the 33 coordinates), re-ranked exactly (RFlat) from 4× k
+FAST_SCAN = "PQ11x4fs,RFlat"
 CANDIDATES = {
-    "video": [("IVF1024,Flat", "nprobe=16"), ("IVF1024,Flat", "nprobe=32")],
+    "video": [("IVF1024,Flat", "nprobe=16"), ("IVF1024,Flat", "nprobe=32"),
+              (f"IVF1024,{FAST_SCAN}", "nprobe=16,k_factor_rf=4")],
     "creator": [("Flat", ""), ("IVF1024,Flat", "nprobe=16"), ("IVF256,Flat", "nprobe=32"), ("IVF256,Flat", "nprobe=64"),
-                ("IVF128,Flat", "nprobe=16"), ("IVF128,Flat", "nprobe=32"), ("IVF64,Flat", "nprobe=16")],
+                ("IVF128,Flat", "nprobe=16"), ("IVF128,Flat", "nprobe=32"), ("IVF64,Flat", "nprobe=16"),
+                (f"IVF256,{FAST_SCAN}", "nprobe=64,k_factor_rf=4")],
     "product": [("IVF1024,Flat", "nprobe=16"), ("IVF256,Flat", "nprobe=24"), ("IVF128,Flat", "nprobe=8"),
-                ("IVF128,Flat", "nprobe=12")],
+                ("IVF128,Flat", "nprobe=12"), (f"IVF128,{FAST_SCAN}", "nprobe=12,k_factor_rf=4")],
 }
 QUOTA = {"video": 200, "creator": 60, "product": 60}
 
 
-def latency_us(index: VectorIndex, queries: np.ndarray, k: int, sweep: np.ndarray | None) -> float:
-    """Median µs of one `nearest` call, the caches evicted before each when `sweep` is given."""
-    times = []
-    for vector in queries:
-        if sweep is not None:
-            sweep += 1.0  # 32 MB written: what a feed's other work does to the caches
-        start = time.perf_counter()
-        index.nearest(vector, k)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e6)
+def latency_us(index: VectorIndex, queries: np.ndarray, k: int, sweep: np.ndarray | None) -> tuple[float, float]:
+    """Median µs of one `nearest` call and of FAISS's own search of the same index for the same (augmented, unit)
+    query, both for each query, which one goes first alternating (the second finds the lists the first read in
+    cache); the caches evicted before each call when `sweep` is given."""
+    ours, theirs = [], []
+    for i, vector in enumerate(queries):
+        query = np.zeros(index.index.d, dtype=np.float32)
+        query[:-1] = vector
+        query /= max(float(np.linalg.norm(query)), 1e-30)
+        calls = [(ours, lambda: index.nearest(vector, k)),
+                 (theirs, lambda: index.index.search(query[None], min(k, index.ntotal)))]
+        for times, search in calls if i % 2 == 0 else calls[::-1]:
+            if sweep is not None:
+                sweep += 1.0  # 32 MB written: what a feed's other work does to the caches
+            start = time.perf_counter()
+            search()
+            times.append(time.perf_counter() - start)
+    return float(np.median(ours) * 1e6), float(np.median(theirs) * 1e6)
 
 
 def measure(relation: str, items: np.ndarray, queries: np.ndarray, k: int, sweep: np.ndarray) -> list[dict]:
@@ -66,9 +80,11 @@ def measure(relation: str, items: np.ndarray, queries: np.ndarray, k: int, sweep
         build = time.perf_counter() - start
         faiss.omp_set_num_threads(1)
         found = np.stack([np.pad(index.nearest(q, k), (0, k), constant_values=-1)[:k] for q in queries])
+        warm, faiss_warm = latency_us(index, queries[:300], QUOTA[relation], None)
+        cold, faiss_cold = latency_us(index, queries[300:600], QUOTA[relation], sweep)
         rows.append({"relation": relation, "factory": factory, "params": params, "recall": recall_at_k(found, exact),
-                     "warm": latency_us(index, queries[:300], QUOTA[relation], None),
-                     "cold": latency_us(index, queries[300:600], QUOTA[relation], sweep), "build": build})
+                     "warm": warm, "cold": cold, "faiss_warm": faiss_warm, "faiss_cold": faiss_cold,
+                     "compiled": index.compiled, "build": build})
     return rows
 
 
@@ -94,16 +110,19 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     """One row per candidate; the chosen one per relation in bold."""
     table = Table(title=f"each relation's index: recall@{args.k} vs exact ({args.queries} users), 1 thread, "
                         f"k = the feed's quota, medians")
-    for column in ("relation", "factory", "search params", f"recall@{args.k}", "warm µs", "cold µs", "build s"):
+    for column in ("relation", "factory", "search params", f"recall@{args.k}", "warm µs", "cold µs",
+                   "FAISS warm µs", "FAISS cold µs", "cold / FAISS", "build s"):
         table.add_column(column, justify="right")
     for relation in dict.fromkeys(r["relation"] for r in rows):
         ok = [r for r in rows if r["relation"] == relation and r["recall"] >= args.target]
         best = min(ok, key=lambda r: r["cold"]) if ok else None
         for r in (r for r in rows if r["relation"] == relation):
             style = "bold" if r is best else None
-            table.add_row(relation, r["factory"], r["params"], f"{r['recall']:.4f}", f"{r['warm']:.1f}",
-                          f"{r['cold']:.1f}", f"{r['build']:.1f}", style=style)
-    Console().print(table)
+            mark = " (kernel)" if r["compiled"] else ""
+            table.add_row(relation, r["factory"], r["params"], f"{r['recall']:.4f}", f"{r['warm']:.1f}{mark}",
+                          f"{r['cold']:.1f}{mark}", f"{r['faiss_warm']:.1f}", f"{r['faiss_cold']:.1f}",
+                          f"{r['cold'] / r['faiss_cold']:.2f}×", f"{r['build']:.1f}", style=style)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
