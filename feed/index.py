@@ -123,8 +123,8 @@ class VectorIndex:
 
     def prepare(self) -> tuple[ivf.Lists, int]:
         """Copy an IVF-Flat index's lists for `nearest` (made on its first call otherwise; a server calls this
-        before its first request: ~0.3 s and the lists' size again in memory at 1M items) and compile or load
-        its kernel. Only for indexes `nearest` scans itself."""
+        before its first request: under a second and the lists' size again in memory at 1M items) and compile
+        or load its kernel. Only for indexes `nearest` scans itself."""
         if self._lists is None:
             lists = _flat_lists(self.index)
             query = np.zeros(self._d, dtype=np.float32)
