@@ -20,6 +20,7 @@ copied into one array each (see `nearest`).
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,10 @@ class VectorIndex:
         if search_params:
             _apply_search_params(index, search_params)
         self._lists: tuple[ivf.Lists, int] | None = None  # `nearest`'s copy of an IVF-Flat index's lists, nprobe
-        self._compiled = scaled and _is_ivf_flat(index)  # `nearest` scans it with `feed.kernels.ivf`
+        self._lists_lock = threading.Lock()
+        # `nearest` scans it with `feed.kernels.ivf`: an IVF-Flat index searched with nprobe alone (the kernel
+        # honours no other search parameter)
+        self._compiled = scaled and _is_ivf_flat(index) and _only_nprobe(search_params)
 
     @property
     def ntotal(self) -> int:
@@ -101,9 +105,9 @@ class VectorIndex:
     def nearest(self, vector: np.ndarray, k: int) -> np.ndarray:
         """(≤ k,) int64 rows of the items with the largest inner product with one (dim,) vector, best first: `search`
         for one query on the request path, without the scores and the wrapper's per-call checks. A scaled
-        `IVF…,Flat` index is scanned by `feed.kernels.ivf` over a copy of its lists (`prepare`): the same probes
-        and the same items as FAISS's search, in ~0.75× its time; items whose scores differ only by rounding may
-        come in another order."""
+        `IVF…,Flat` index searched with nprobe alone is scanned by `feed.kernels.ivf` over a copy of its lists
+        (`prepare`): the same probes and the same items as FAISS's search, in 0.77–0.97× its time; items whose
+        scores differ only by rounding may come in another order."""
         from faiss import swig_ptr
 
         k = max(1, min(k, self._ntotal))
@@ -187,6 +191,11 @@ def _is_ivf_flat(index: object) -> bool:
     return isinstance(quantizer, faiss.IndexFlat) and quantizer.metric_type == faiss.METRIC_L2
 
 
+def _only_nprobe(params: str) -> bool:
+    """True when the search parameters set nothing but nprobe (or nothing)."""
+    return all(part.split("=")[0].strip() == "nprobe" for part in params.split(",") if part.strip())
+
+
 def _flat_lists(index: object) -> tuple[ivf.Lists, int]:
     """An IVF-Flat index's centroids and lists copied into one array each, and its nprobe."""
     import faiss
@@ -198,8 +207,11 @@ def _flat_lists(index: object) -> tuple[ivf.Lists, int]:
     vectors, ids = np.empty((int(starts[-1]), d), dtype=np.float32), np.empty(int(starts[-1]), dtype=np.int64)
     for i in np.flatnonzero(sizes).tolist():
         n, at = int(sizes[i]), slice(int(starts[i]), int(starts[i + 1]))
-        vectors[at] = faiss.rev_swig_ptr(lists.get_codes(i), n * d * 4).view(np.float32).reshape(n, d)
-        ids[at] = faiss.rev_swig_ptr(lists.get_ids(i), n)
+        codes, rows = lists.get_codes(i), lists.get_ids(i)
+        vectors[at] = faiss.rev_swig_ptr(codes, n * d * 4).view(np.float32).reshape(n, d)
+        ids[at] = faiss.rev_swig_ptr(rows, n)
+        lists.release_codes(i, codes)  # no-ops for lists held in memory, a release for those that allocate
+        lists.release_ids(i, rows)
     centroids = index.quantizer.reconstruct_n(0, index.nlist).astype(np.float32)
     return ivf.Lists(np.ascontiguousarray(centroids), vectors, ids, starts), int(index.nprobe)
 

@@ -4,10 +4,10 @@ FAISS trains the index (k-means), assigns every item to its list and answers bat
 feed makes one query per relation, and there FAISS's scanner calls its distance function once per item (a call
 through its SIMD dispatch, then an L2 distance, then a heap) over lists allocated one by one. This kernel scans the
 same lists, laid out one after the other, with the inner product inlined (on the unit-length augmented vectors of
-`feed.index` the smallest L2 distance is the largest inner product): ~0.6× FAISS's time per query on the 1M
-bundle's creator and product indexes, cold (BENCHMARKS "Each relation's index at 1M"). It probes the `nprobe`
-lists whose centroids are nearest by L2, as FAISS's flat quantizer does, and keeps the k best items with a heap;
-items that tie keep the order they were scanned in (FAISS breaks such ties its own way).
+`feed.index` the smallest L2 distance is the largest inner product): 0.77–0.86× FAISS's time per query warm and
+0.87–0.97× cold on the 1M bundle's indexes (BENCHMARKS "Each relation's index at 1M"). It probes the `nprobe`
+lists whose centroids are nearest by L2, as FAISS's flat quantizer does, and keeps the k best items in a buffer
+cut down by partitions; items that tie keep the order they were scanned in (FAISS breaks such ties its own way).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def probes(centroids: np.ndarray, query: np.ndarray, nprobe: int) -> np.ndarray:
     """The nprobe lists whose centroids are nearest to the query by L2, nearest first (ties: the lower list)."""
     nlist, d = centroids.shape
     nprobe = min(nprobe, nlist)
+    if nprobe <= 0:
+        return np.zeros(0, np.int64)
     best = np.full(nprobe, np.inf, np.float32)  # ascending: best[-1] is the worst kept
     lists = np.full(nprobe, -1, np.int64)
     for c in range(nlist):
