@@ -128,17 +128,19 @@ class VectorIndex:
     def prepare(self) -> tuple[ivf.Lists, int]:
         """Copy an IVF-Flat index's lists for `nearest` (made on its first call otherwise; a server calls this
         before its first request: under a second and the lists' size again in memory at 1M items) and compile
-        or load its kernel. Only for indexes `nearest` scans itself."""
-        if self._lists is None:
-            lists = _flat_lists(self.index)
-            query = np.zeros(self._d, dtype=np.float32)
-            ivf.nearest(lists[0].centroids, lists[0].vectors, lists[0].ids, lists[0].starts, query, lists[1], 1)
-            self._lists = lists
+        or load its kernel. Only for indexes `nearest` scans itself. The copy and the nprobe are those of the
+        index when this runs: a `VectorIndex` is complete when made, and its index must not change after."""
+        with self._lists_lock:  # threads making their first search at once copy the lists once
+            if self._lists is None:
+                lists = _flat_lists(self.index)
+                ivf.nearest(*lists[0], np.zeros(self._d, dtype=np.float32), lists[1], 1)
+                self._lists = lists
         return self._lists
 
     @property
     def compiled(self) -> bool:
-        """True when `nearest` scans the index with `feed.kernels.ivf` (a scaled `IVF…,Flat` index)."""
+        """True when `nearest` scans the index with `feed.kernels.ivf` (a scaled `IVF…,Flat` index searched with
+        nprobe alone)."""
         return self._compiled
 
     def neighbours(self, vectors: np.ndarray, k: int, batch: int = 16_384) -> np.ndarray:

@@ -89,7 +89,8 @@ def _item_body(item: FeedItem) -> dict[str, object]:
             "product": None if product is None else {"product_id": product.product_id, "price": product.price,
                                                      "commission_rate": product.commission_rate},
             "score": item.score, "reason": item.reason, "source": item.source, "sponsored": item.sponsored,
-            "earns_commission": item.earns_commission, "predicted": predicted}  # as FeedService makes it: watch, share, purchase
+            # predicted as FeedService makes it: keyed watch, share, purchase
+            "earns_commission": item.earns_commission, "predicted": predicted}
 
 
 class Health(BaseModel):
