@@ -26,6 +26,7 @@ import numpy as np
 from feed.bundle import Bundle
 from feed.dataset import Catalog
 from feed.features import FeatureTables
+from feed.kernels import ivf
 from feed.kernels import sources as kernel
 from feed.kernels.base import K_CREATOR, R_BUY, R_SEGMENTS, Bound
 
@@ -34,6 +35,9 @@ SOURCES: tuple[str, ...] = ("video", "creator", "product", "following", "trendin
 FUSED_SOURCES = SOURCES[:-1]
 NO_ROWS = np.zeros(0, dtype=np.int64)
 NO_HASHES = np.zeros(0, dtype=np.uint32)
+SEARCHED = ("video", "creator", "product")  # the relations whose index a request searches, in that order
+NO_VECTOR = np.zeros(0, dtype=np.float32)
+NO_LISTS = ivf.Lists(np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), NO_ROWS, np.zeros(1, np.int64))
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,14 @@ class CandidateSources:
         self.kernel_tables = self._kernel_tables(hidden, hashes, new_creators)
         self._numbers: tuple[CandidateConfig, kernel.Config, list[int]] | None = None
         self._candidates = Bound(kernel.candidates)  # `gather` builds every argument the same way
+        # each searched relation's IVF-Flat lists and nprobe when `feed.kernels.ivf` scans its index, else None
+        self._lists = {name: self._lists_of(name) for name in SEARCHED}
+        self._nearest_three = Bound(ivf.nearest_three)  # `_searches` builds every argument the same way
+
+    def _lists_of(self, relation: str) -> tuple[ivf.Lists, int] | None:
+        """The relation's lists copied for `feed.kernels.ivf` now (not on a request), when it scans the index."""
+        model = self.bundle.relations.get(relation)
+        return model.index.prepare() if model is not None and model.index.compiled else None
 
     def _kernel_tables(self, hidden: np.ndarray | None, hashes: np.ndarray | None,
                        new: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> kernel.Tables:
@@ -157,12 +169,30 @@ class CandidateSources:
         quotas = quotas or (self.numbers, self._numbers[2])[1]
         video, creator, product, session = quotas[0], quotas[1], quotas[2], quotas[SOURCES.index("session")]
         seeds = self._seeds(user) if session > 0 else NO_ROWS
+        video_rows, creator_rows, product_rows = self._searches(user, (video, creator, product))
         return kernel.Request(
-            self._search("video", user, video), self._search("creator", user, creator),
-            self._search("product", user, product), self.tables.user_vector("creator", user.vectors),
-            int(user.segment), user.follows.astype(np.int64, copy=False), user.categories.astype(np.float32, copy=False),
-            seeds, self._seed_matches(seeds, session), int(extra), np.sort(blocked.astype(np.int64, copy=False)),
+            video_rows, creator_rows, product_rows, self.tables.user_vector("creator", user.vectors),
+            int(user.segment), user.follows.astype(np.int64, copy=False),
+            user.categories.astype(np.float32, copy=False), seeds, self._seed_matches(seeds, session), int(extra), np.sort(blocked.astype(np.int64, copy=False)),
             np.sort(shown.astype(np.uint32, copy=False)) if len(shown) else NO_HASHES, int(draw_seed))
+
+    def _searches(self, user: UserView, quotas: tuple[int, int, int]) -> list[np.ndarray]:
+        """The nearest item rows to the user's vector in each SEARCHED relation, as many as its quota (empty
+        without a vector or the quota): the indexes `feed.kernels.ivf` scans in one call, the others by FAISS."""
+        queries, rows = [], []
+        for relation, n in zip(SEARCHED, quotas, strict=True):
+            lists, vector = self._lists[relation], user.vectors.get(relation)
+            if lists is None:
+                queries.append(ivf.Query(NO_LISTS, 0, NO_VECTOR, 0))
+                rows.append(self._search(relation, user, n))
+            elif n > 0 and vector is not None:
+                queries.append(ivf.Query(lists[0], lists[1], np.ascontiguousarray(vector, dtype=np.float32), int(n)))
+                rows.append(None)
+            else:
+                queries.append(ivf.Query(lists[0], lists[1], NO_VECTOR, 0))
+                rows.append(None)
+        scanned = self._nearest_three(*queries)
+        return [found if found is not None else scanned[i] for i, found in enumerate(rows)]
 
     def _search(self, relation: str, user: UserView, n: int) -> np.ndarray:
         """The relation's n nearest item rows to the user's vector (empty without a vector or the quota)."""

@@ -114,13 +114,12 @@ class VectorIndex:
         if not self.scaled:
             rows = self._search_unscaled(np.atleast_2d(vector).astype(np.float32), k)[0]
             return rows[0][rows[0] >= 0]
+        if self._compiled:
+            lists, nprobe = self._lists or self.prepare()
+            return ivf.search(lists, np.ascontiguousarray(vector, dtype=np.float32), nprobe, k)
         query = np.zeros(self._d, dtype=np.float32)
         query[:-1] = vector
         query *= 1.0 / max(math.sqrt(float(query.dot(query))), 1e-30)
-        if self._compiled:
-            lists, nprobe = self._lists or self.prepare()
-            rows = ivf.nearest(lists.centroids, lists.vectors, lists.ids, lists.starts, query, nprobe, k)
-            return rows if rows[-1] >= 0 else rows[rows >= 0]
         dist, rows = np.empty(k, dtype=np.float32), np.empty(k, dtype=np.int64)
         self._search_c(1, swig_ptr(query), k, swig_ptr(dist), swig_ptr(rows), None)
         return rows if rows[-1] >= 0 else rows[rows >= 0]
@@ -133,7 +132,7 @@ class VectorIndex:
         with self._lists_lock:  # threads making their first search at once copy the lists once
             if self._lists is None:
                 lists = _flat_lists(self.index)
-                ivf.nearest(*lists[0], np.zeros(self._d, dtype=np.float32), lists[1], 1)
+                ivf.search(lists[0], np.zeros(self._d - 1, dtype=np.float32), lists[1], 1)
                 self._lists = lists
         return self._lists
 

@@ -217,10 +217,7 @@ class FeedService:
     def _warm_up(self) -> None:
         """One feed through the three stages for nobody, without the store: compiles (or loads) the kernels
         before the first request needs them, and binds this service's (`Bound`: every later call passes the
-        argument types of this one); IVF-Flat indexes get their lists copied for `VectorIndex.nearest`."""
-        for relation in self.bundle.relations.values():
-            if relation.index.compiled:
-                relation.index.prepare()  # its lists copied and its search kernel loaded now, not on a request
+        argument types of this one). The candidate sources copied the IVF-Flat indexes' lists when they were made."""
         nobody = UserRead("", None, [], [], [])
         user = self._user_view(nobody)
         cands = self.sources.gather(user, self._blocked(nobody, ()), 1)

@@ -8,6 +8,9 @@ same lists, laid out one after the other, with the inner product inlined (on the
 0.87–0.97× cold on the 1M bundle's indexes (BENCHMARKS "Each relation's index at 1M"). It probes the `nprobe`
 lists whose centroids are nearest by L2, as FAISS's flat quantizer does, and keeps the k best items in a buffer
 cut down by partitions; items that tie keep the order they were scanned in (FAISS breaks such ties its own way).
+
+A feed searches three relations' indexes (videos, creators, products): `nearest_three` makes the three searches in
+one call, with each query's preparation (`unit_query`), as `VectorIndex.nearest` makes one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,45 @@ class Lists(NamedTuple):
     vectors: np.ndarray  # (n, d) float32, the items of list 0, then list 1, …
     ids: np.ndarray  # (n,) int64 the item row of each vector
     starts: np.ndarray  # (nlist + 1,) int64 where each list starts in vectors
+
+
+class Query(NamedTuple):
+    """One search of `nearest_three`: a relation's lists, how many of them to probe, and the query."""
+
+    lists: Lists
+    nprobe: int
+    vector: np.ndarray  # (dim,) float32 the user's vector, not augmented; empty: no search
+    k: int  # how many items; 0: no search
+
+
+@jit
+def unit_query(vector: np.ndarray, d: int) -> np.ndarray:
+    """(d,) float32: the (d − 1,) vector augmented with 0 and scaled to unit length (`feed.index`'s queries)."""
+    query = np.zeros(d, np.float32)
+    query[:d - 1] = vector
+    total = 0.0
+    for j in range(d):
+        total += np.float64(query[j]) * np.float64(query[j])
+    query *= np.float32(1.0 / max(np.sqrt(total), 1e-30))
+    return query
+
+
+@jit
+def search(lists: Lists, vector: np.ndarray, nprobe: int, k: int) -> np.ndarray:
+    """(≤ k,) int64 item rows nearest to one (d − 1,) vector, best first (k is capped at the number of items)."""
+    k = min(k, len(lists.ids))
+    if k <= 0 or len(vector) == 0:
+        return np.zeros(0, np.int64)
+    rows = nearest(lists.centroids, lists.vectors, lists.ids, lists.starts,
+                   unit_query(vector, lists.centroids.shape[1]), nprobe, k)
+    return rows if rows[k - 1] >= 0 else rows[rows >= 0]
+
+
+@jit
+def nearest_three(a: Query, b: Query, c: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three searches of a feed in one call: `search` of each."""
+    return (search(a.lists, a.vector, a.nprobe, a.k), search(b.lists, b.vector, b.nprobe, b.k),
+            search(c.lists, c.vector, c.nprobe, c.k))
 
 
 @jit

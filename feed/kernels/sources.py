@@ -238,25 +238,26 @@ def fuse(rows: np.ndarray, details: np.ndarray, lengths: np.ndarray, weights: np
     (ascending), its summed score (in list order), and the source and detail of its largest contribution (ties:
     the earlier list). Rows in `blocked` (sorted), where `hidden`, or whose hash is in `shown` (sorted) are left
     out."""
-    entry, source_of = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
-    contrib, m, at = np.empty(len(rows)), 0, 0
+    m = len(rows)
+    source_of, contrib, at = np.empty(m, np.int64), np.empty(m), 0
     for source in range(len(lengths)):
         for rank in range(lengths[source]):
-            v = rows[at]
-            if not (hidden[v] or contains(blocked, v) or (len(shown) and contains(shown, hashes[v]))):
-                entry[m], source_of[m], contrib[m] = at, source, weights[source] / (rrf_k + 1.0 + rank)
-                m += 1
-            at += 1
-    order = sort_by_key(rows[entry[:m]])  # kept entries by video, then list order
+            source_of[at], contrib[at], at = source, weights[source] / (rrf_k + 1.0 + rank), at + 1
     videos, total = np.empty(m, np.int64), np.zeros(m)
     source, detail, n, best = np.empty(m, np.int64), np.empty(m, np.int64), -1, -np.inf
-    for j in order:
-        if n < 0 or rows[entry[j]] != videos[n]:
-            n, best = n + 1, -np.inf
-            videos[n] = rows[entry[j]]
+    last, kept = -1, False
+    for j in sort_by_key(rows):  # entries by video, then list order: each video's filters checked once
+        v = rows[j]
+        if v != last:
+            last, kept = v, not (hidden[v] or contains(blocked, v) or (len(shown) and contains(shown, hashes[v])))
+            if kept:
+                n, best = n + 1, -np.inf
+                videos[n] = v
+        if not kept:
+            continue
         total[n] += contrib[j]
         if contrib[j] > best:
-            best, source[n], detail[n] = contrib[j], source_of[j], details[entry[j]]
+            best, source[n], detail[n] = contrib[j], source_of[j], details[j]
     return videos[:n + 1], total[:n + 1], source[:n + 1], detail[:n + 1]
 
 

@@ -175,3 +175,27 @@ def test_session_similarity_is_the_same_per_user_and_per_pair(service, user):
     per_user = service.tables.session_similarity(user.recent, videos)
     table = np.tile(np.pad(user.recent, (0, 2), constant_values=-1), (len(videos), 1))  # padded like training's
     np.testing.assert_allclose(service.tables.pair_session_similarity(table, videos), per_user, atol=1e-6)
+
+
+def test_the_three_searches_are_each_relations_nearest_whichever_index_it_has(small_bundle_dir):
+    """The video and product indexes scanned by `feed.kernels.ivf` in one call, the creator index (Flat) by
+    FAISS: each source's rows are its index's `nearest` for the user's vector, with the quota as k."""
+    from feed.index import VectorIndex
+
+    bundle = load_bundle(small_bundle_dir)
+    for relation, factory in (("video", "IVF16,Flat"), ("product", "IVF8,Flat")):
+        model = bundle.relations[relation]
+        model.index = VectorIndex.build(model.item_factors, factory, "nprobe=3")
+    assert not bundle.relations["creator"].index.compiled
+    service = FeedService(bundle)
+    quotas = service.config.candidates.quotas
+    for user_id in bundle.manifest["sample_user_ids"][:5]:
+        user = service._user_view(service.read(user_id))
+        request = service.sources.request(user, 0)
+        for relation, rows in (("video", request.video_rows), ("creator", request.creator_rows),
+                               ("product", request.product_rows)):
+            index = bundle.relations[relation].index
+            assert rows.tolist() == index.nearest(user.vectors[relation], quotas[relation]).tolist()
+            assert 0 < len(rows) <= min(quotas[relation], index.ntotal) and rows.dtype == np.int64
+    nobody = service.sources.request(service._user_view(service.read("nobody-at-all")), 0)
+    assert len(nobody.video_rows) == len(nobody.creator_rows) == len(nobody.product_rows) == 0

@@ -188,3 +188,26 @@ def test_a_read_ivf_flat_index_is_compiled_with_its_search_params(tmp_path):
     for vector in queries[:20]:
         rows, _ = built.search(vector, 50)
         assert sorted(read.nearest(vector, 50).tolist()) == sorted(rows[0].tolist())
+
+
+def test_nearest_three_makes_the_three_searches_of_nearest_in_one_call():
+    """The feed's one call for its three searches gives each index's `nearest` rows, in order; a search with no
+    vector or k 0 gives none, and k is capped at the number of items."""
+    from feed.kernels import ivf
+
+    built = [VectorIndex.build(*clustered(n, dim=dim, seed=seed)[:1], factory, params) for n, dim, seed, factory,
+             params in ((4000, 16, 11, "IVF32,Flat", "nprobe=6"), (300, 8, 12, "IVF8,Flat", "nprobe=8"),
+                        (2000, 12, 13, "IVF16,Flat", "nprobe=3"))]
+    rng = np.random.default_rng(14)
+    for k in (1, 50, 500):
+        vectors = [rng.normal(size=index.dim).astype(np.float32) for index in built]
+        queries = [ivf.Query(*index.prepare(), vector, k) for index, vector in zip(built, vectors, strict=True)]
+        found = ivf.nearest_three(*queries)
+        for rows, index, vector in zip(found, built, vectors, strict=True):
+            assert rows.tolist() == index.nearest(vector, k).tolist() and 0 < len(rows) <= min(k, index.ntotal)
+        assert len(found[1]) == min(k, 300)  # nprobe = nlist: every item is scanned
+    lists, nprobe = built[0].prepare()
+    empty = ivf.nearest_three(ivf.Query(lists, nprobe, np.zeros(0, np.float32), 10),
+                              ivf.Query(lists, nprobe, rng.normal(size=16).astype(np.float32), 0),
+                              ivf.Query(lists, nprobe, rng.normal(size=16).astype(np.float32), 10))
+    assert [len(rows) for rows in empty] == [0, 0, 10]

@@ -87,3 +87,21 @@ def test_json_log_lines_carry_the_request_id_and_extra_fields():
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "hi there" and entry["request_id"] == "abc123" and entry["route"] == "/r"
     assert entry["level"] == "info" and entry["ts"].endswith("Z")
+
+
+def test_request_ids_are_drawn_again_in_a_forked_child():
+    """A forked worker does not repeat its parent's request ids (the id generator is seeded again in the child)."""
+    import os
+
+    from serving import observability
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, observability._IDS.getrandbits(128).to_bytes(16, "little"))
+        os._exit(0)
+    os.close(write)
+    child = int.from_bytes(os.read(read, 16), "little")
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert child != observability._IDS.getrandbits(128)
