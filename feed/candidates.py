@@ -28,7 +28,7 @@ from feed.dataset import Catalog
 from feed.features import FeatureTables
 from feed.kernels import ivf
 from feed.kernels import sources as kernel
-from feed.kernels.base import K_CREATOR, R_BUY, R_SEGMENTS, Bound
+from feed.kernels.base import K_CREATOR, R_BUY, R_PUBLISHED, R_SEGMENTS, Bound
 
 SOURCES: tuple[str, ...] = ("video", "creator", "product", "following", "trending", "fresh", "session", "popular",
                            "new_creator")  # new_creator: the exploration slot, not a fused list
@@ -130,6 +130,7 @@ class CandidateSources:
         self.kernel_tables = self._kernel_tables(hidden, hashes, new_creators)
         self._numbers: tuple[CandidateConfig, kernel.Config, list[int]] | None = None
         self._candidates = Bound(kernel.candidates)  # `gather` builds every argument the same way
+        self._ranked_candidates = Bound(kernel.ranked_candidates)  # and `ranked`
         # each searched relation's IVF-Flat lists and nprobe when `feed.kernels.ivf` scans its index, else None
         self._lists = {name: self._lists_of(name) for name in SEARCHED}
         self._nearest_three = Bound(ivf.nearest_three)  # `_searches` builds every argument the same way
@@ -153,7 +154,8 @@ class CandidateSources:
             np.zeros(n, np.uint32) if hashes is None else hashes, layout.record, layout.keys,
             np.ascontiguousarray(layout.keys[grouped, K_CREATOR]), np.ascontiguousarray(prior),
             tables.factors_of("creator"), tables.factors_of("video"), new[0].astype(np.int64),
-            new[1].astype(np.float64), new[2].astype(np.float64))
+            new[1].astype(np.float64), new[2].astype(np.float64),
+            np.ascontiguousarray(layout.record[:, R_PUBLISHED]))
 
     @property
     def numbers(self) -> kernel.Config:
@@ -173,7 +175,8 @@ class CandidateSources:
         return kernel.Request(
             video_rows, creator_rows, product_rows, self.tables.user_vector("creator", user.vectors),
             int(user.segment), user.follows.astype(np.int64, copy=False),
-            user.categories.astype(np.float32, copy=False), seeds, self._seed_matches(seeds, session), int(extra), np.sort(blocked.astype(np.int64, copy=False)),
+            user.categories.astype(np.float32, copy=False), seeds, self._seed_matches(seeds, session), int(extra),
+            np.sort(blocked.astype(np.int64, copy=False)),
             np.sort(shown.astype(np.uint32, copy=False)) if len(shown) else NO_HASHES, int(draw_seed))
 
     def _searches(self, user: UserView, quotas: tuple[int, int, int]) -> list[np.ndarray]:
@@ -230,6 +233,15 @@ class CandidateSources:
         and those whose id hash is in `shown` never appear."""
         request = self.request(user, extra, blocked, shown, draw_seed)
         return Candidates(*self._candidates(self.kernel_tables, self.numbers, request))
+
+    def ranked(self, user: UserView, blocked: np.ndarray, extra: int, shown: np.ndarray = NO_HASHES,
+               draw_seed: int = 0, depth: int = 0) -> tuple[Candidates, np.ndarray]:
+        """`gather`'s candidates cut to those a ranker scores (`feed.kernels.scoring.ranked_subset`: the `depth`
+        best by fused score and the slots' picks; all of them at depth ≤ 0), and how many of the gathered
+        candidates each source contributed most to ((len(SOURCES),) int64, counted before the cut)."""
+        request = self.request(user, extra, blocked, shown, draw_seed)
+        *cands, counts = self._ranked_candidates(self.kernel_tables, self.numbers, request, int(depth))
+        return Candidates(*cands), counts
 
     def lists(self, user: UserView, extra: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Source -> (ranked video rows, detail per row), before filters; `extra` widens global lists."""

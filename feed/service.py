@@ -49,7 +49,7 @@ from feed.dataset import Catalog
 from feed.errors import FeedError
 from feed.features import FeatureTables
 from feed.kernels import page as kernel_page
-from feed.kernels.base import K_CREATOR, K_PRODUCT, R_PUBLISHED, Bound
+from feed.kernels.base import K_CREATOR, K_PRODUCT, Bound
 from feed.kernels import scoring as kernel_scoring
 from feed.kernels import user as kernel_user
 from feed.live import LiveUser, LiveUsers
@@ -203,7 +203,6 @@ class FeedService:
                                             _csr(bundle.seen), _csr(bundle.bought), self.sources.by_product.groups)
         self._recent_and_categories = Bound(kernel_user.recent_and_categories)
         self._never_shown = Bound(kernel_user.never_shown)
-        self._published = np.ascontiguousarray(self.tables.layout.record[:, R_PUBLISHED])  # (n_videos,) for _ranked
         self._warm_up()
 
     def _kernel_numbers(self) -> tuple[object, object, object]:
@@ -220,7 +219,7 @@ class FeedService:
         argument types of this one). The candidate sources copied the IVF-Flat indexes' lists when they were made."""
         nobody = UserRead("", None, [], [], [])
         user = self._user_view(nobody)
-        cands = self.sources.gather(user, self._blocked(nobody, ()), 1)
+        cands, _ = self._candidates(user, self._blocked(nobody, ()), Cursor.first(0), 1)
         relevance, _ = self._relevance(user, cands, None)
         self._page(cands, relevance, 1)
 
@@ -277,9 +276,8 @@ class FeedService:
         clock = [time.perf_counter()]
         user = self._user_view(read)
         blocked = self._blocked(read, exclude)
-        cands = self._candidates(user, blocked, cursor, limit)
+        cands, counts = self._candidates(user, blocked, cursor, limit)
         clock.append(time.perf_counter())
-        gathered, cands = cands, self._ranked(cands)
         relevance, probs = self._relevance(user, cands, now_ms)
         clock.append(time.perf_counter())
         chosen = self._page(cands, relevance, limit)
@@ -291,12 +289,7 @@ class FeedService:
                     cold_start=not user.vectors, seed=cursor.seed,
                     next_cursor=following.encode() if following else None, ranking=self.ranking,
                     timings={STAGES[i]: clock[i + 1] - clock[i] for i in range(len(STAGES))},
-                    sources=self._source_counts(gathered))
-
-    def _source_counts(self, cands: Candidates) -> dict[str, int]:
-        """How many candidates each source contributed most to."""
-        counts = np.bincount(cands.source, minlength=len(SOURCES))
-        return {name: int(n) for name, n in zip(SOURCES, counts, strict=False) if n}
+                    sources={name: n for name, n in zip(SOURCES, counts.tolist(), strict=True) if n})
 
     def candidates(self, user_id: str, n: int = 50) -> dict[str, list[str]]:
         """Each source's ranked candidate video ids for a user, before fusion and filters (for inspection)."""
@@ -357,23 +350,17 @@ class FeedService:
             parts.append(read.state.blocked)
         return np.concatenate(parts).astype(np.int64) if len(parts) > 1 else parts[0]
 
-    def _candidates(self, user: UserView, blocked: np.ndarray, cursor: Cursor, limit: int) -> Candidates:
+    def _candidates(self, user: UserView, blocked: np.ndarray, cursor: Cursor,
+                    limit: int) -> tuple[Candidates, np.ndarray]:
         """Fused candidates without blocked rows or anything an earlier page showed, with the new-creator pick
-        (drawn by Thompson sampling, seeded by the user, the request seed and the page)."""
+        (drawn by Thompson sampling, seeded by the user, the request seed and the page), cut to those the ranking
+        stage scores (`FeedConfig.rank_depth`; all of them at 0, in `retrieval` ranking or without a ranker);
+        and how many of them each source contributed most to, before the cut."""
         extra = min(len(blocked) + len(cursor.shown) + limit, MAX_EXTRA)
         user_hash = zlib.crc32(user.user_id.encode("utf-8", "surrogatepass"))
         draw_seed = zlib.crc32(struct.pack("<III", user_hash, cursor.seed & 0xFFFFFFFF, cursor.page))
-        return self.sources.gather(user, blocked, extra, cursor.shown, draw_seed)
-
-    def _ranked(self, cands: Candidates) -> Candidates:
-        """The candidates the ranking stage scores (`FeedConfig.rank_depth`; all of them at 0 or below it)."""
-        depth = self.config.rank_depth
-        if depth <= 0 or len(cands.videos) <= depth or self.ranking != "ranker":
-            return cands
-        keep = kernel_scoring.ranked_subset(self._published, _int64(cands.videos),
-                                            np.ascontiguousarray(cands.rrf, dtype=np.float64), _int64(cands.source),
-                                            depth)
-        return Candidates(cands.videos[keep], cands.rrf[keep], cands.source[keep], cands.detail[keep])
+        depth = self.config.rank_depth if self.ranking == "ranker" else 0
+        return self.sources.ranked(user, blocked, extra, cursor.shown, draw_seed, depth)
 
     def _relevance(self, user: UserView, cands: Candidates, now_ms: float | None) -> tuple[np.ndarray, np.ndarray]:
         """(n,) relevance and (n, 3) probabilities (empty without a ranker)."""

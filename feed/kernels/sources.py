@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from feed.kernels.base import K_CATEGORY, R_INV_NORM, contains, dot, gather_rows, jit, order_desc, sort_by_key
+from feed.kernels.scoring import ranked_subset
 
 VIDEO, CREATOR, PRODUCT, FOLLOWING, TRENDING, FRESH, SESSION, POPULAR, NEW_CREATOR = range(9)
 
@@ -44,6 +45,7 @@ class Tables(NamedTuple):
     new_creators: np.ndarray  # (n_new,) int64 creator rows Thompson sampling draws from
     new_views: np.ndarray  # (n_new,) float64
     new_buys: np.ndarray  # (n_new,) float64
+    published: np.ndarray  # (n_videos,) float32 the record's R_PUBLISHED column on its own (`ranked_subset`)
 
 
 class Config(NamedTuple):
@@ -313,3 +315,18 @@ def _appended(values: np.ndarray, value: float) -> np.ndarray:
     out[:-1] = values
     out[-1] = value
     return out
+
+
+@jit
+def ranked_candidates(t: Tables, c: Config, r: Request,
+                      depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`candidates` cut to those the ranking stage scores (`ranked_subset`; all of them when depth ≤ 0 or there are
+    no more than depth), and how many candidates each source contributed most to, counted before the cut."""
+    videos, score, source, detail = candidates(t, c, r)
+    counts = np.zeros(NEW_CREATOR + 1, np.int64)
+    for s in source:
+        counts[s] += 1
+    if depth <= 0 or len(videos) <= depth:
+        return videos, score, source, detail, counts
+    keep = ranked_subset(t.published, videos, score, source, depth)
+    return videos[keep], score[keep], source[keep], detail[keep], counts

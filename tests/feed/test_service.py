@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feed.bundle import load_bundle
+from feed.candidates import SOURCES, Candidates
 from feed.cursor import Cursor, CursorError
 from feed.rerank import PageConfig
 from feed.service import FeedConfig, FeedService, UserSignals
@@ -275,14 +276,22 @@ def test_a_rank_depth_scores_fewer_candidates_and_keeps_the_slots(bundle):
     for position in (config.new_creator_position, config.fresh_position):
         assert cut.items[position].video_id == full.items[position].video_id
     user_view = service._user_view(service.read(user))
-    cands = service._candidates(user_view, service._blocked(service.read(user), ()), Cursor.first(11), 20)
-    ranked = shallow._ranked(cands)
+
+    def candidates(of: FeedService) -> tuple[Candidates, np.ndarray]:
+        return of._candidates(user_view, of._blocked(of.read(user), ()), Cursor.first(11), 20)
+
+    (cands, counts), (ranked, ranked_counts) = candidates(service), candidates(shallow)
     assert len(cands.videos) > 60 and len(ranked.videos) <= 30 + 3 and np.all(np.diff(ranked.videos) > 0)
+    assert counts.tolist() == ranked_counts.tolist() == np.bincount(cands.source, minlength=len(SOURCES)).tolist()
     best = set(cands.videos[np.argsort(-cands.rrf, kind="stable")[:25]].tolist())
     assert best <= set(ranked.videos.tolist())  # the best by retrieval (clear of float32 ties at the cut)
+    at = np.searchsorted(cands.videos, ranked.videos)
+    assert cands.videos[at].tolist() == ranked.videos.tolist() and cands.rrf[at].tolist() == ranked.rrf.tolist()
+    assert cands.source[at].tolist() == ranked.source.tolist() and cands.detail[at].tolist() == ranked.detail.tolist()
     deep = FeedService(bundle, FeedConfig(rank_depth=len(cands.videos))).feed(user, 20, seed=11)
     assert [i.video_id for i in deep.items] == [i.video_id for i in full.items]  # deep enough: nothing is cut
-    assert FeedService(bundle, FeedConfig(rank_depth=30, ranking="retrieval"))._ranked(cands) is cands
+    retrieval = candidates(FeedService(bundle, FeedConfig(rank_depth=30, ranking="retrieval")))[0]
+    assert retrieval.videos.tolist() == cands.videos.tolist()  # retrieval ranking scores no candidate: no cut
 
 
 def test_the_compiled_user_facts_are_what_the_stats_and_the_bundle_say(bundle):
