@@ -38,7 +38,7 @@ def test_serving_features_equal_training_features(service, data, follows, now_da
     users = list(service.bundle.users.ids[:200]) + ["somebody-new"]
     user = service._user_view(UserRead(data.draw(st.sampled_from(users)), None, [], [], []))
     user.follows = np.sort(np.random.default_rng(follows).choice(len(service.catalog.creators), follows))
-    cands = service._candidates(user, np.zeros(0, dtype=np.int64), Cursor.first(1), 20)
+    cands, _ = service._candidates(user, np.zeros(0, dtype=np.int64), Cursor.first(1), 20)
     now_ms = service.tables.stats.end_ms + now_days * 86_400_000
     served = service.tables.user_features(cands.videos, user.vectors, user.recent, user.follows, user.categories,
                                           user.segment, now_ms)
