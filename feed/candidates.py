@@ -129,8 +129,7 @@ class CandidateSources:
         self.newest = np.argsort(-published, kind="stable")
         self.kernel_tables = self._kernel_tables(hidden, hashes, new_creators)
         self._numbers: tuple[CandidateConfig, kernel.Config, list[int]] | None = None
-        self._candidates = Bound(kernel.candidates)  # `gather` builds every argument the same way
-        self._ranked_candidates = Bound(kernel.ranked_candidates)  # and `ranked`
+        self._gather = Bound(kernel.ranked_candidates)  # `gather` builds every argument the same way
         # each searched relation's IVF-Flat lists and nprobe when `feed.kernels.ivf` scans its index, else None
         self._lists = {name: self._lists_of(name) for name in SEARCHED}
         self._nearest_three = Bound(ivf.nearest_three)  # `_searches` builds every argument the same way
@@ -228,19 +227,14 @@ class CandidateSources:
         return rows.astype(np.int64)
 
     def gather(self, user: UserView, blocked: np.ndarray, extra: int, shown: np.ndarray = NO_HASHES,
-               draw_seed: int = 0) -> Candidates:
-        """Each source's ranked videos for the user, fused, with the new-creator pick; blocked rows, hidden ones
-        and those whose id hash is in `shown` never appear."""
-        request = self.request(user, extra, blocked, shown, draw_seed)
-        return Candidates(*self._candidates(self.kernel_tables, self.numbers, request))
-
-    def ranked(self, user: UserView, blocked: np.ndarray, extra: int, shown: np.ndarray = NO_HASHES,
                draw_seed: int = 0, depth: int = 0) -> tuple[Candidates, np.ndarray]:
-        """`gather`'s candidates cut to those a ranker scores (`feed.kernels.scoring.ranked_subset`: the `depth`
-        best by fused score and the slots' picks; all of them at depth ≤ 0), and how many of the gathered
-        candidates each source contributed most to ((len(SOURCES),) int64, counted before the cut)."""
+        """Each source's ranked videos for the user, fused, with the new-creator pick (blocked rows, hidden ones
+        and those whose id hash is in `shown` never appear), cut to those a ranker scores
+        (`feed.kernels.scoring.ranked_subset`: the `depth` best by fused score and the slots' picks; all of them
+        at depth ≤ 0); and how many of the gathered candidates each source contributed most to ((len(SOURCES),)
+        int64, counted before the cut)."""
         request = self.request(user, extra, blocked, shown, draw_seed)
-        *cands, counts = self._ranked_candidates(self.kernel_tables, self.numbers, request, int(depth))
+        *cands, counts = self._gather(self.kernel_tables, self.numbers, request, int(depth))
         return Candidates(*cands), counts
 
     def lists(self, user: UserView, extra: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -14,7 +14,8 @@ manifest) are read and searched the old way.
 
 FAISS trains, fills, writes and reads every index and answers batched searches. A single query of the request path
 (`nearest`) on an `IVF…,Flat` index is scanned by `feed.kernels.ivf`, over the index's own centroids and lists
-copied into one array each (see `nearest`).
+copied into one array each (see `nearest`); a feed's three searches go to that kernel in one call
+(`feed.candidates.CandidateSources`, `feed.kernels.ivf.nearest_three`).
 """
 
 from __future__ import annotations

@@ -360,7 +360,7 @@ class FeedService:
         user_hash = zlib.crc32(user.user_id.encode("utf-8", "surrogatepass"))
         draw_seed = zlib.crc32(struct.pack("<III", user_hash, cursor.seed & 0xFFFFFFFF, cursor.page))
         depth = self.config.rank_depth if self.ranking == "ranker" else 0
-        return self.sources.ranked(user, blocked, extra, cursor.shown, draw_seed, depth)
+        return self.sources.gather(user, blocked, extra, cursor.shown, draw_seed, depth)
 
     def _relevance(self, user: UserView, cands: Candidates, now_ms: float | None) -> tuple[np.ndarray, np.ndarray]:
         """(n,) relevance and (n, 3) probabilities (empty without a ranker)."""

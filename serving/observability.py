@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import re
 import os
 import random
+import re
 import threading
 import time
 from bisect import bisect_left
