@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_feed_scale import LUA, build_bundle, start, stop, write_users  # noqa: E402
+from bench_feed_scale import LUA, build_bundle, cpu_seconds, start, stop, write_users  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
@@ -86,12 +86,6 @@ def _rates(out: str, cpu_used: float) -> tuple[float, float]:
     """wrk's requests/s and the server's CPU µs per request served."""
     served = int(re.search(r"(\d+) requests in", out).group(1))
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu_used / max(served, 1) * 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a process (all its threads) so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def main() -> None:

@@ -15,7 +15,10 @@ Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_scale.py [--seconds 1
 3. A load generator on loopback (wrk when installed, else a Python client) with N connections for a bounded time,
    random users among those with vectors plus 10 % unknown ones. The endpoints take turns, round after round (the
    machine's speed drifts), each after a 3 s warm-up; the table gives the medians over the rounds of requests/s and
-   p50/p90/p99 latency, and the medians of each round's feed/bare ratios.
+   p50/p90/p99 latency, and the medians of each round's feed/bare ratios. Each server's CPU time over each window
+   (user + system, all its threads, from /proc) gives its CPU µs per request and the cores it kept busy: the feed
+   ranks on its event loop (one core at most), the `def` bare endpoint searches in FastAPI's thread pool (FAISS
+   releases the GIL, so it can use a little of the second core).
 """
 
 from __future__ import annotations
@@ -189,18 +192,38 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def load(port: int, path: str, users_file: Path, seconds: int, connections: int) -> dict[str, float]:
-    """Requests/s and latency percentiles (ms) from wrk, or from the Python client without wrk."""
-    if shutil.which("wrk") is None:
-        return python_load(port, path, users_file, seconds, connections)
+def load(port: int, path: str, users_file: Path, seconds: int, connections: int,
+         pid: int | None = None) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from wrk, or from the Python client without wrk; with the server's
+    `pid`, also its CPU µs per request and the cores it used (user + system time of all its threads over the
+    window, divided by the requests served and by the window)."""
+    began, cpu = time.perf_counter(), cpu_seconds(pid) if pid else 0.0
+    numbers = _wrk(port, path, users_file, seconds, connections) if shutil.which("wrk") else \
+        python_load(port, path, users_file, seconds, connections)
+    if pid:
+        used, wall = cpu_seconds(pid) - cpu, time.perf_counter() - began
+        numbers.update(cpu_us=used / max(numbers["requests"], 1) * 1e6, cores=used / wall)
+    return numbers
+
+
+def _wrk(port: int, path: str, users_file: Path, seconds: int, connections: int) -> dict[str, float]:
+    """wrk's requests/s, requests served, latency percentiles (ms) and non-2xx answers."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA)
     env = {**os.environ, "BENCH_USERS": str(users_file), "BENCH_PATH": path}
-    out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
-                          f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True, check=True).stdout
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+               script.name, f"http://127.0.0.1:{port}"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": float(re.search(r"(\d+) requests in", out).group(1)),
             "p50": _wrk_ms(out, "50%"), "p90": _wrk_ms(out, "90%"), "p99": _wrk_ms(out, "99%"),
             "errors": float(sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out)))}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def _wrk_ms(out: str, percentile: str) -> float:
@@ -231,8 +254,8 @@ def python_load(port: int, path: str, users_file: Path, seconds: int, connection
     for t in threads:
         t.join()
     ms = np.array(latencies) * 1000
-    return {"rps": len(ms) / seconds, "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "p99": float(np.percentile(ms, 99)), "errors": 0.0}
+    return {"rps": len(ms) / seconds, "requests": float(len(ms)), "p50": float(np.percentile(ms, 50)),
+            "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)), "errors": 0.0}
 
 
 ENDPOINTS = ("feed", "bare", "bare-async")
@@ -294,9 +317,11 @@ def measure(servers: dict[str, tuple[subprocess.Popen, str]], users_file: Path,
         for name in ENDPOINTS:
             port, path = servers[name][1].split(":", 1)
             load(int(port), path, users_file, 3, args.connections)
-            results[name] = load(int(port), path, users_file, args.seconds, args.connections)
+            pid = servers[name][0].pid
+            results[name] = load(int(port), path, users_file, args.seconds, args.connections, pid)
             console.print(f"  round {r + 1}: {name} {results[name]['rps']:,.0f} requests/s, "
-                          f"p99 {results[name]['p99']:.1f} ms")
+                          f"p99 {results[name]['p99']:.1f} ms, {results[name]['cpu_us']:,.0f} CPU µs/request, "
+                          f"{results[name]['cores']:.2f} cores")
         rounds.append(results)
     return rounds
 
@@ -306,18 +331,19 @@ def print_table(rounds: list[dict[str, dict[str, float]]], args: argparse.Namesp
     table = Table(title=f"1M videos × 1M users, {args.connections} connections, {args.rounds} rounds of "
                         f"{args.seconds}s per endpoint, indexes {RELATION_INDEX}, one uvicorn worker "
                         f"each (medians over the rounds)")
-    for column in ("endpoint", "requests/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx"):
+    for column in ("endpoint", "requests/s", "p50 ms", "p90 ms", "p99 ms", "server CPU µs/request", "server cores",
+                   "non-2xx"):
         table.add_column(column, justify="right")
     median = (lambda name, key: float(np.median([r[name][key] for r in rounds])))
     for name in ENDPOINTS:
         table.add_row(LABELS[name], f"{median(name, 'rps'):,.0f}", f"{median(name, 'p50'):.2f}",
-                      f"{median(name, 'p90'):.2f}", f"{median(name, 'p99'):.2f}",
-                      f"{sum(r[name]['errors'] for r in rounds):.0f}")
+                      f"{median(name, 'p90'):.2f}", f"{median(name, 'p99'):.2f}", f"{median(name, 'cpu_us'):,.0f}",
+                      f"{median(name, 'cores'):.2f}", f"{sum(r[name]['errors'] for r in rounds):.0f}")
     for bare in ("bare", "bare-async"):
         ratio = (lambda key: float(np.median([r["feed"][key] / r[bare][key] for r in rounds])))
         table.add_row(f"feed / {bare}", f"{ratio('rps'):.2f}×", f"{ratio('p50'):.2f}×", f"{ratio('p90'):.2f}×",
-                      f"{ratio('p99'):.2f}×", "")
-    Console().print(table)
+                      f"{ratio('p99'):.2f}×", f"{ratio('cpu_us'):.2f}×", "", "")
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
