@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_feed_scale import LUA, build_bundle, cpu_seconds, start, stop, write_users  # noqa: E402
+from bench_feed_scale import LUA, build_bundle, cpu_seconds, start, stop, wrk_counts, write_users  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
@@ -84,8 +83,8 @@ def together(servers: dict[str, subprocess.Popen], ports: dict[str, int], users:
 
 def _rates(out: str, cpu_used: float) -> tuple[float, float]:
     """wrk's requests/s and the server's CPU µs per request served."""
-    served = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu_used / max(served, 1) * 1e6
+    rps, served = wrk_counts(out)
+    return rps, cpu_used / max(served, 1) * 1e6
 
 
 def main() -> None:

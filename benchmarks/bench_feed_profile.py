@@ -13,6 +13,10 @@ Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_feed_profile.py [--repeat 
    of the process per feed (FAISS and BLAS at one thread) is printed too: it is what load does not inflate.
 3. `--dump` writes every feed's items (video, source, reason, score) to JSON, to check that an optimization
    returns the same feeds; `--profile` runs cProfile over the known-user loop and prints the top functions.
+4. `--parts` times the parts of a known user's page 0 one by one, in the order `FeedService.rank` runs them
+   (its own stage methods), and the JSON body: "in flow" over the users with 4 MB written between two users (as a
+   server's other work evicts the caches), "warm" as the same call repeated on one user. The three index
+   searches alone are timed in a flow of their own (inside the candidates they cannot be told apart).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import json
 import os
 import sys
 import time
+import timeit
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -34,7 +40,8 @@ from rich.table import Table
 
 from feed.bundle import Bundle, load_bundle
 from feed.index import VectorIndex
-from feed.service import STAGES, Feed, FeedConfig, FeedService
+from feed.cursor import Cursor
+from feed.service import STAGES, Feed, FeedConfig, FeedService, UserRead
 from feed.world import WorldParams, generate_world, save_world
 
 CACHE = Path(__file__).resolve().parent.parent / "data" / "generated" / "profile"
@@ -98,6 +105,8 @@ def main() -> None:
     parser.add_argument("--search-params", default="nprobe=16")
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--parts", action="store_true",
+                        help="time each part of a known user's page 0, in flow and warm")
     parser.add_argument("--rank-depth", type=int, default=FeedConfig().rank_depth,
                         help="FeedConfig.rank_depth (0: the ranker scores every candidate)")
     parser.add_argument("--bundle", type=Path, help="profile this bundle (e.g. bench_feed_scale.py's) instead of "
@@ -114,6 +123,9 @@ def main() -> None:
              "known user, page 1 (cursor)": second_pages(service, known[: args.users // 2])}
     for calls in kinds.values():
         run(service, calls[:50], 1)  # warm-up
+    if args.parts:
+        print_parts(service, known, args.repeat)
+        return
     if args.profile:
         from pyinstrument import Profiler
         with Profiler(interval=0.0002) as profiler:
@@ -134,6 +146,62 @@ def main() -> None:
     Console().print(table)
     if args.dump:
         dump(feeds, args.dump)
+
+
+def page_parts(service: FeedService, user_id: str, timed: Callable[[str, Callable[[], object]], object]) -> None:
+    """Run each part of the user's page 0 through `timed(name, call)`, which returns the call's result, in
+    `FeedService.rank`'s order (its own stage methods), then the JSON body."""
+    from serving.schemas import feed_json
+
+    read, cursor = UserRead(user_id, None, [], [], []), Cursor.first(7)
+    user = timed("user view", lambda: service._user_view(read))
+    blocked = timed("filters", lambda: service._blocked(read, ()))
+    cands, _ = timed("candidates (3 searches + kernel)", lambda: service._candidates(user, blocked, cursor, 20))
+    relevance, probs = timed("ranking", lambda: service._relevance(user, cands, NOW_MS))
+    chosen = timed("page", lambda: service._page(cands, relevance, 20))
+    items = timed("items", lambda: service._items(cands, chosen, relevance, probs))
+    shown = service.hashes[cands.videos[chosen]]
+    timed("cursor", lambda: cursor.next(cursor.seed, shown, service.config.max_depth).encode())
+    feed = Feed("r", user_id, items, service.model_version, False, 7)
+    timed("JSON body", lambda: feed_json(feed))
+
+
+def print_parts(service: FeedService, users: list[str], repeat: int) -> None:
+    """Median µs of each part in flow (every part of one user once, 4 MB written, the next user) and warm (one
+    call repeated on one user), and of the three index searches alone in a flow of their own."""
+    sweep, flow, warm, searches = np.zeros(1_000_000, np.float32), {}, {}, []
+
+    def once(name: str, call: Callable[[], object]) -> object:
+        start = time.perf_counter()
+        out = call()
+        flow.setdefault(name, []).append(time.perf_counter() - start)
+        return out
+
+    def repeated(name: str, call: Callable[[], object]) -> object:
+        warm[name] = min(timeit.repeat(call, number=50, repeat=5)) / 50
+        return call()
+
+    quotas = tuple(service.sources.numbers.quotas[:3].tolist())  # video, creator, product
+    for _ in range(repeat):
+        for user_id in users:
+            sweep += 1.0
+            page_parts(service, user_id, once)
+        for user_id in users:
+            sweep += 1.0
+            view = service._user_view(UserRead(user_id, None, [], [], []))
+            start = time.perf_counter()
+            service.sources._searches(view, quotas)
+            searches.append(time.perf_counter() - start)
+    page_parts(service, users[0], repeated)
+    table = Table(title=f"parts of a known user's page 0 (µs, medians over {len(users)} users × {repeat}; in "
+                        f"flow: each part once after the parts before it, 4 MB written between users)")
+    for column in ("part", "in flow", "warm (repeated)", "flow / warm"):
+        table.add_column(column, justify="right")
+    for name, times in flow.items():
+        table.add_row(name, f"{np.median(times) * 1e6:,.1f}", f"{warm[name] * 1e6:,.1f}",
+                      f"{np.median(times) / warm[name]:.1f}×")
+    table.add_row("the 3 searches alone (own flow)", f"{np.median(searches) * 1e6:,.1f}", "", "")
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":

@@ -214,15 +214,25 @@ def _wrk(port: int, path: str, users_file: Path, seconds: int, connections: int)
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
                script.name, f"http://127.0.0.1:{port}"]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": float(re.search(r"(\d+) requests in", out).group(1)),
-            "p50": _wrk_ms(out, "50%"), "p90": _wrk_ms(out, "90%"), "p99": _wrk_ms(out, "99%"),
+    rps, served = wrk_counts(out)
+    return {"rps": rps, "requests": served, "p50": _wrk_ms(out, "50%"), "p90": _wrk_ms(out, "90%"),
+            "p99": _wrk_ms(out, "99%"),
             "errors": float(sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out)))}
 
 
+def wrk_counts(out: str) -> tuple[float, float]:
+    """wrk's requests/s and the number of requests it completed, from its report."""
+    return (float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            float(re.search(r"(\d+) requests in", out).group(1)))
+
+
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a process (all its threads) so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User plus system CPU seconds of a process (all its threads) so far, from /proc; NaN without /proc (not
+    Linux): the CPU columns then read nan."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.is_file():
+        return float("nan")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 

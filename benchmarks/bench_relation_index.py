@@ -1,6 +1,6 @@
 """Choose each relation's FAISS index at catalog scale: recall@100 against exact search, and latency warm and cold.
 
-Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_relation_index.py [--queries 1000] [--k 100]
+Usage: OPENBLAS_NUM_THREADS=1 python benchmarks/bench_relation_index.py [--queries 1000] [--k 100] [--more]
 
 The 1M-user × 1M-video bundle of `bench_feed_scale.py` (built and cached by it): 1,000,000 video vectors,
 74,960 creator vectors and 375,000 product vectors (each the mean of its videos' ALS vectors), queried with the
@@ -46,6 +46,14 @@ CANDIDATES = {
     "product": [("IVF1024,Flat", "nprobe=16"), ("IVF256,Flat", "nprobe=24"), ("IVF128,Flat", "nprobe=8"),
                 ("IVF128,Flat", "nprobe=12"), (f"IVF128,{FAST_SCAN}", "nprobe=12,k_factor_rf=4")],
 }
+# --more: finer steps around the chosen ones (more lists, more probes); the IVF4096 builds take ~45 s each
+MORE = {
+    "video": [("IVF2048,Flat", "nprobe=24"), ("IVF4096,Flat", "nprobe=32"), ("IVF4096,Flat", "nprobe=48")],
+    "creator": [("IVF512,Flat", "nprobe=64"), ("IVF512,Flat", "nprobe=96"), ("IVF1024,Flat", "nprobe=96"),
+                ("IVF1024,Flat", "nprobe=128")],
+    "product": [("IVF1024,Flat", "nprobe=24"), ("IVF1024,Flat", "nprobe=32"), ("IVF512,Flat", "nprobe=16"),
+                ("IVF512,Flat", "nprobe=24"), ("IVF2048,Flat", "nprobe=48")],
+}
 QUOTA = {"video": 200, "creator": 60, "product": 60}
 
 
@@ -69,11 +77,13 @@ def latency_us(index: VectorIndex, queries: np.ndarray, k: int, sweep: np.ndarra
     return float(np.median(ours) * 1e6), float(np.median(theirs) * 1e6)
 
 
-def measure(relation: str, items: np.ndarray, queries: np.ndarray, k: int, sweep: np.ndarray) -> list[dict]:
-    """Every candidate index of one relation: recall@k against exact, latency warm and cold, build seconds."""
+def measure(relation: str, items: np.ndarray, queries: np.ndarray, k: int, sweep: np.ndarray,
+            more: bool = False) -> list[dict]:
+    """Every candidate index of one relation (and those of MORE with `more`): recall@k against exact, latency
+    warm and cold, build seconds."""
     exact = exact_top_k(queries, items, k)
     rows = []
-    for factory, params in CANDIDATES[relation]:
+    for factory, params in CANDIDATES[relation] + (MORE[relation] if more else []):
         faiss.omp_set_num_threads(faiss.omp_get_max_threads())
         start = time.perf_counter()
         index = VectorIndex.build(items, factory, params)
@@ -96,13 +106,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--cache", type=Path, default=Path("data/generated/scale"))
+    parser.add_argument("--more", action="store_true", help="also finer steps around the chosen configurations")
     args = parser.parse_args()
     bundle = load_bundle(build_bundle(args.cache))
     rng = np.random.default_rng(0)
     users = rng.choice(len(bundle.users), max(args.queries, 600), replace=False)
     sweep = np.zeros(8_000_000, dtype=np.float32)
     rows = [row for name, rel in bundle.relations.items()
-            for row in measure(name, rel.item_factors, rel.user_factors[users], args.k, sweep)]
+            for row in measure(name, rel.item_factors, rel.user_factors[users], args.k, sweep, args.more)]
     print_table(rows, args)
 
 
